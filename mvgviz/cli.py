@@ -1,0 +1,168 @@
+"""The ``mvgviz`` command line.
+
+    mvgviz demo-data DIR
+    mvgviz fit    --data ROOT --category CAT [--backbone NAME] [--layers A,B] [--device D] [--cache DIR] [--reg R]
+    mvgviz report --data ROOT --category CAT [same model options] [--json]
+    mvgviz cache ls|clear [--cache DIR]
+
+Progress bars go to stderr (``--quiet`` silences them); results go to stdout. Errors
+print one line naming the file or argument and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data root in the MVTec AD layout")
+    p.add_argument("--category", required=True, help="category folder under the data root")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="efficientnet_lite0 (default, offline weights), resnet18, wide_resnet50_2")
+    p.add_argument("--layers", default=None, help="comma-separated layer names (default: all of the backbone's)")
+    p.add_argument("--weights", default=None,
+                   help="weights file for torchvision backbones (default: torch hub cache), or 'random' "
+                        "for a randomly initialised network (labelled as such in every output)")
+    p.add_argument("--reg", default="none", help="covariance regulariser: none (default), ridge:EPS, ledoit-wolf")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda")
+    p.add_argument("--cache", default=None, help="cache folder (default: $MVGVIZ_CACHE or the repository's cache/)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (memory/speed only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mvgviz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"mvgviz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="write the generated demo data set (MVTec layout) into DIR")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="rewrite categories that exist")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("fit", help="fit one Gaussian per layer and fill the cache")
+    _model_args(p)
+
+    p = sub.add_parser("report", help="metrics and component ranking (fits first if needed)")
+    _model_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = sub.add_parser("cache", help="list or clear the cache")
+    p.add_argument("action", choices=["ls", "clear"])
+    p.add_argument("--cache", default=None)
+    p.add_argument("--json", action="store_true", help="(ls) print JSON")
+
+    from .export import add_export_parsers  # the figure exporter owns its own options
+    add_export_parsers(sub, _model_args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("mvgviz: interrupted; the cache holds no partial entry", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"mvgviz: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _fit_from_args(args):
+    from .pipeline import fit
+    from .progress import TqdmProgress
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
+               reg=args.reg, device=args.device, cache=args.cache, batch_size=args.batch_size,
+               progress=TqdmProgress(quiet=args.quiet))
+
+
+def _dispatch(args) -> int:
+    if args.command == "demo-data":
+        from .demo import make_demo_dataset
+        from tqdm import tqdm
+        bar = None if args.quiet else tqdm(desc="demo data", file=sys.stderr, unit="img", leave=False)
+
+        def progress(done, total, message=""):
+            if bar is not None:
+                bar.total = total
+                bar.n = done
+                bar.set_postfix_str(message, refresh=False)
+                bar.refresh()
+
+        root = make_demo_dataset(args.dir, seed=args.seed, overwrite=args.overwrite, progress=progress)
+        if bar is not None:
+            bar.close()
+        print(root)
+        return 0
+
+    if args.command == "fit":
+        model = _fit_from_args(args)
+        for lm in model.layers.values():
+            m = lm.metrics
+            print(f"{model.category} {model.backbone} {lm.name}: image AUROC {m['image_auroc']:.3f}  "
+                  f"pixel AUROC {m['pixel_auroc']:.3f}  AUPR {m['pixel_aupr']:.3f}  AUPRO {m['aupro']:.3f}"
+                  f"{'' if lm.name in model.computed_layers else '  (cached)'}")
+        if "RANDOM" in model.weights:
+            print(f"weights: {model.weights}")
+        return 0
+
+    if args.command == "report":
+        model = _fit_from_args(args)
+        rep = model.report()
+        if args.json:
+            json.dump(rep, sys.stdout)
+            sys.stdout.write("\n")
+            return 0
+        print(f"{rep['category']}  backbone {rep['backbone']}  weights {rep['weights']}  "
+              f"reg {rep['regularisation']}  input {rep['image_size']}x{rep['image_size']}")
+        print(f"{'layer':<12}{'C':>6}{'size':>8}{'img AUROC':>11}{'px AUROC':>10}{'AUPR':>8}{'AUPRO':>8}  best components (AUROC)")
+        for lay, lm in zip(rep["layers"], model.layers.values()):
+            best = ", ".join(f"{c}({lm.component_auroc[c]:.3f})" for c in lm.ranking()[:3])
+            print(f"{lay['name']:<12}{lay['channels']:>6}{'x'.join(map(str, lay['feature_size'])):>8}"
+                  f"{lay['image_auroc']:>11.3f}{lay['pixel_auroc']:>10.3f}{lay['pixel_aupr']:>8.3f}"
+                  f"{lay['aupro']:>8.3f}  {best}")
+        return 0
+
+    if args.command == "cache":
+        from .cache import Store
+        store = Store(args.cache)
+        if args.action == "clear":
+            n = store.clear()
+            print(f"removed {n} entries from {store.dir}")
+            return 0
+        rows = store.ls()
+        if args.json:
+            json.dump(rows, sys.stdout, default=str)
+            sys.stdout.write("\n")
+            return 0
+        if not rows:
+            print(f"cache {store.dir} is empty")
+            return 0
+        print(f"cache {store.dir}: {len(rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB")
+        for r in rows:
+            flag = "" if r["valid"] and r["current_version"] else "  (stale: " + (
+                "older mvgviz version" if not r["current_version"] else "incomplete") + ")"
+            what = (f"{r.get('backbone', '')} {r.get('layer', '')} reg={r.get('reg', '')} "
+                    f"weights={r.get('weights', '')}" if r.get("kind") == "layer" else "images+masks")
+            print(f"  {r['key'][:12]}  {r.get('category', '?'):<14} {what:<60} {r['bytes'] / 1e6:8.1f} MB{flag}")
+        return 0
+
+    if args.command.startswith("export"):
+        from .export import run_export
+        return run_export(args, _fit_from_args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

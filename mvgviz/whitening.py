@@ -1,0 +1,100 @@
+"""Whitened features Y, squared components y2 = Y**2, M2 maps and colour-scale statistics.
+
+``Y = whiten(X - mu)`` with SciPy's ``Covariance.from_eigendecomposition((w, V)).whiten``,
+i.e. ``(X - mu) @ V diag(w^-1/2)`` (PCA whitening). The matrix is taken from SciPy once
+(:meth:`mvgviz.gaussian.Gaussian.whitener`) and applied to large batches with torch, in
+float64, on the features' device. Component c is the projection on the eigenvector of
+the c-th smallest eigenvalue (0-based), the paper's indexing.
+
+``M2[h, w] = sum_c Y[c, h, w]**2`` is the squared Mahalanobis distance of the pixel's
+feature vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading stats needs no torch
+    import torch
+
+    from .gaussian import Gaussian
+
+PERCENTILE = 99.0
+
+
+class Whitener:
+    """Applies one Gaussian's whitening to feature maps on a torch device."""
+
+    def __init__(self, gaussian: "Gaussian", device: "torch.device | str" = "cpu"):
+        import torch
+        self.device = torch.device(device)
+        self.mean = torch.as_tensor(gaussian.mean, dtype=torch.float64, device=self.device)
+        self.matrix = torch.as_tensor(gaussian.whitener(), dtype=torch.float64, device=self.device)
+
+    def __call__(self, feats: "torch.Tensor") -> "torch.Tensor":
+        """feats (N, C, H, W) -> Y (N, C, H, W) float32 on the whitener's device."""
+        import torch
+        with torch.no_grad():
+            return self._apply(feats)
+
+    def _apply(self, feats):
+        import torch
+        n, c, h, w = feats.shape
+        x = feats.to(self.device, torch.float64).permute(0, 2, 3, 1).reshape(-1, c)  # (N*H*W, C)
+        y = (x - self.mean) @ self.matrix  # (N*H*W, C)
+        return y.reshape(n, h, w, c).permute(0, 3, 1, 2).float().contiguous()
+
+
+def m2_from_y(y):
+    """Y (..., C, H, W) -> M2 (..., H, W) = sum_c Y**2 (accumulated in float64)."""
+    if isinstance(y, np.ndarray):
+        return np.square(y, dtype=np.float64).sum(axis=-3).astype(np.float32)
+    return y.double().pow(2).sum(-3).float()
+
+
+@dataclass(frozen=True)
+class ScaleStats:
+    """Colour-scale statistics of one split (METHOD.md, Visualisation), at feature resolution.
+
+    per_component_p99: (C,) 99th percentile of y2_c over the split;
+    cross_component_p99: 99th percentile of all y2 values of the layer over the split;
+    m2_p99: 99th percentile of all M2 values of the split;
+    y_min, y_max: (C,) range of Y per component; y2_mean: (C,) mean of y2_c (1 on train
+    by construction, for components with a non-zero eigenvalue).
+    """
+
+    per_component_p99: np.ndarray
+    cross_component_p99: float
+    m2_p99: float
+    y_min: np.ndarray
+    y_max: np.ndarray
+    y2_mean: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"per_component_p99": self.per_component_p99.tolist(),
+                "cross_component_p99": self.cross_component_p99, "m2_p99": self.m2_p99,
+                "y_min": self.y_min.tolist(), "y_max": self.y_max.tolist(),
+                "y2_mean": self.y2_mean.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScaleStats":
+        return cls(per_component_p99=np.asarray(d["per_component_p99"]),
+                   cross_component_p99=float(d["cross_component_p99"]), m2_p99=float(d["m2_p99"]),
+                   y_min=np.asarray(d["y_min"]), y_max=np.asarray(d["y_max"]),
+                   y2_mean=np.asarray(d["y2_mean"]))
+
+
+def scale_stats(y: np.ndarray, m2: np.ndarray) -> ScaleStats:
+    """Statistics of a split from Y (N, C, H, W) float32 and M2 (N, H, W)."""
+    n, c, h, w = y.shape
+    y2 = np.square(y.transpose(1, 0, 2, 3).reshape(c, -1))  # (C, N*H*W)
+    per = np.percentile(y2, PERCENTILE, axis=1)
+    cross = float(np.percentile(y2, PERCENTILE))
+    return ScaleStats(per_component_p99=per.astype(np.float64), cross_component_p99=cross,
+                      m2_p99=float(np.percentile(m2, PERCENTILE)),
+                      y_min=y.min(axis=(0, 2, 3)).astype(np.float64),
+                      y_max=y.max(axis=(0, 2, 3)).astype(np.float64),
+                      y2_mean=y2.mean(axis=1, dtype=np.float64))

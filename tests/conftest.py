@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny MVTec-layout data sets written with OpenCV."""
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_category(root: Path, name: str = "widget", *, n_train=6, n_good=2, defects=("scratch",),
+                   n_defect=2, size=(40, 48), seed=0) -> Path:
+    """A small category: noisy textures, defects as bright squares with exact masks."""
+    rng = np.random.default_rng(seed)
+    cat = root / name
+    (cat / "train" / "good").mkdir(parents=True)
+    for i in range(n_train):
+        cv2.imwrite(str(cat / "train" / "good" / f"{i:03d}.png"), rng.integers(60, 120, (*size, 3), dtype=np.uint8))
+    (cat / "test" / "good").mkdir(parents=True)
+    for i in range(n_good):
+        cv2.imwrite(str(cat / "test" / "good" / f"{i:03d}.png"), rng.integers(60, 120, (*size, 3), dtype=np.uint8))
+    for d in defects:
+        (cat / "test" / d).mkdir(parents=True)
+        (cat / "ground_truth" / d).mkdir(parents=True)
+        for i in range(n_defect):
+            img = rng.integers(60, 120, (*size, 3), dtype=np.uint8)
+            mask = np.zeros(size, np.uint8)
+            y, x = rng.integers(5, size[0] - 15), rng.integers(5, size[1] - 15)
+            img[y:y + 10, x:x + 10] = 250
+            mask[y:y + 10, x:x + 10] = 255
+            cv2.imwrite(str(cat / "test" / d / f"{i:03d}.png"), img)
+            cv2.imwrite(str(cat / "ground_truth" / d / f"{i:03d}_mask.png"), mask)
+    return cat
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    write_category(tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not (SHARED_DATA / "magnetic_tile" / "train" / "good").is_dir():
+        pytest.skip("../shared/data/magnetic_tile is absent")
+    return SHARED_DATA

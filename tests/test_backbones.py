@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from mvgviz.features import FeatureExtractor
+from mvgviz.backbones import (BACKBONES, BackboneError, build_backbone, get_spec,
+                              parse_layers, torchvision_weights_path, weights_tag)
+
+
+def test_efficientnet_layers_shapes():
+    spec = get_spec("efficientnet_lite0")
+    fx = FeatureExtractor("efficientnet_lite0", spec.layers)
+    out = fx(torch.zeros(1, 3, 224, 224))
+    assert [tuple(v.shape[1:]) for v in out.values()] == [(24, 56, 56), (40, 28, 28), (112, 14, 14), (320, 7, 7)]
+    assert list(out) == ["_blocks[2]", "_blocks[4]", "_blocks[10]", "_blocks[15]"]
+
+
+def test_efficientnet_weights_are_real_imagenet():
+    """The shipped weights classify scikit-image's cat photo as a cat (ImageNet 281-285)."""
+    import skimage.data
+    import torch.nn.functional as F
+    net = build_backbone("efficientnet_lite0")
+    x = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)[None].float() / 255
+    x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert int(net(x).argmax()) in range(281, 286)
+
+
+def test_extractor_stops_early_and_returns_requested_only():
+    spec = get_spec("efficientnet_lite0")
+    fx = FeatureExtractor("efficientnet_lite0", parse_layers(spec, "blocks4"))
+    out = fx(torch.zeros(2, 3, 64, 64))
+    assert list(out) == ["_blocks[4]"] and out["_blocks[4]"].shape == (2, 40, 8, 8)
+
+
+def test_layer_names_and_aliases():
+    spec = get_spec("efficientnet_lite0")
+    assert [l.name for l in parse_layers(spec, "layer4,_blocks[2]")] == ["_blocks[2]", "_blocks[15]"]
+    assert parse_layers(spec, "_blocks.10")[0].channels == 112
+    with pytest.raises(BackboneError, match=r"`layer` must be one of .*got 'layer5'"):
+        parse_layers(get_spec("resnet18"), "layer5")
+    with pytest.raises(BackboneError, match=r"`backbone` must be one of .*got 'vgg'"):
+        get_spec("vgg")
+    assert [l.channels for l in BACKBONES["wide_resnet50_2"].layers] == [256, 512, 1024]
+
+
+def test_missing_torchvision_weights_says_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = torchvision_weights_path("resnet18")
+    assert str(path).startswith(str(tmp_path)) and path.name.startswith("resnet18-")
+    with pytest.raises(BackboneError, match=r"no pretrained weights.*resnet18-.*\.pth.*--weights"):
+        build_backbone("resnet18")
+
+
+def test_weights_from_hub_cache_and_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torchvision
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = torchvision_weights_path("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    net = build_backbone("resnet18")
+    assert torch.equal(net.conv1.weight, state["conv1.weight"])
+    f = tmp_path / "mine.pth"
+    torch.save(state, f)
+    assert torch.equal(build_backbone("resnet18", str(f)).conv1.weight, state["conv1.weight"])
+    assert weights_tag("resnet18", str(f)).startswith("file:mine.pth")
+    assert weights_tag("resnet18", None) == "imagenet:ResNet18_Weights.IMAGENET1K_V1"
+    # ResNet-18 layer shapes (METHOD.md)
+    out = FeatureExtractor("resnet18", get_spec("resnet18").layers, str(f))(torch.zeros(1, 3, 224, 224))
+    assert [tuple(v.shape[1:]) for v in out.values()] == [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
+
+
+def test_bad_weights_files(tmp_path):
+    with pytest.raises(BackboneError, match=r"--weights: file .*absent.pth.* does not exist"):
+        build_backbone("resnet18", str(tmp_path / "absent.pth"))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(BackboneError, match=r"cannot load .*bad.pth"):
+        build_backbone("resnet18", str(bad))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"foo": torch.zeros(1)}, wrong)
+    with pytest.raises(BackboneError, match=r"does not fit this network"):
+        build_backbone("resnet18", str(wrong))
+
+
+def test_random_weights_explicit_and_labelled():
+    assert "RANDOM" in weights_tag("resnet18", "random")
+    a = build_backbone("resnet18", "random")
+    b = build_backbone("resnet18", "random")
+    assert torch.equal(a.conv1.weight, b.conv1.weight)  # seeded

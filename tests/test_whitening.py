@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import mahalanobis
+
+from mvgviz.gaussian import fit_gaussian
+from mvgviz.whitening import Whitener, m2_from_y, scale_stats
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    c = 6
+    a = rng.normal(size=(c, c)) * np.logspace(-2, 1, c)  # eigenvalues spread over 6 decades
+    train = (rng.normal(size=(20, 5, 5, c)) @ a.T + 3).transpose(0, 3, 1, 2)
+    test = (rng.normal(size=(4, 5, 5, c)) * 2 @ a.T + 3).transpose(0, 3, 1, 2)
+    return train, test
+
+
+def _rows(f):
+    return f.transpose(0, 2, 3, 1).reshape(-1, f.shape[1])
+
+
+def test_whiten_equals_scipy_covariance_whiten(data):
+    train, test = data
+    g = fit_gaussian(train)
+    y = Whitener(g)(torch.from_numpy(test)).numpy()
+    ref = g.covariance().whiten(_rows(test) - g.mean)  # scipy's Covariance.whiten
+    np.testing.assert_allclose(_rows(y), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_whitened_train_covariance_is_identity(data):
+    train, _ = data
+    g = fit_gaussian(train)
+    y = _rows(Whitener(g)(torch.from_numpy(train)).double().numpy())
+    np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(6), atol=1e-5)
+    np.testing.assert_allclose(y.mean(0), 0, atol=1e-5)
+
+
+def test_m2_is_sum_of_y2_and_mahalanobis_squared(data):
+    train, test = data
+    g = fit_gaussian(train)
+    y = Whitener(g)(torch.from_numpy(test))
+    m2 = m2_from_y(y).numpy()
+    np.testing.assert_allclose(m2, (y.numpy() ** 2).sum(1), rtol=1e-6)
+    vi = np.linalg.inv(g.cov)
+    direct = np.array([mahalanobis(v, g.mean, vi) ** 2 for v in _rows(test)]).reshape(4, 5, 5)
+    np.testing.assert_allclose(m2, direct, rtol=1e-4)
+    np.testing.assert_allclose(m2_from_y(y.numpy()), m2, rtol=1e-6)
+
+
+def test_component_order_is_ascending_eigenvalue(data):
+    train, _ = data
+    g = fit_gaussian(train)
+    w = g.whitener()
+    # column c of W is v_c / sqrt(w_c): its norm is 1/sqrt(w_c), descending with c
+    np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1 / np.sqrt(g.eigvals), rtol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_equals_scipy(data):
+    train, test = data
+    g = fit_gaussian(torch.from_numpy(train).cuda())
+    y = Whitener(g, "cuda")(torch.from_numpy(test).cuda()).cpu().numpy()
+    ref = g.covariance().whiten(_rows(test) - g.mean)
+    np.testing.assert_allclose(_rows(y), ref, rtol=1e-5, atol=1e-5)
+    g_cpu = fit_gaussian(train)
+    np.testing.assert_allclose(g.cov, g_cpu.cov, rtol=1e-9, atol=1e-12)
+
+
+def test_scale_stats(data):
+    train, _ = data
+    g = fit_gaussian(train)
+    y = Whitener(g)(torch.from_numpy(train)).numpy()
+    s = scale_stats(y, m2_from_y(y))
+    y2 = y ** 2
+    np.testing.assert_allclose(s.per_component_p99, [np.percentile(y2[:, c], 99) for c in range(6)], rtol=1e-6)
+    assert s.cross_component_p99 == pytest.approx(np.percentile(y2, 99), rel=1e-6)
+    np.testing.assert_allclose(s.y2_mean, 1.0 - 1 / 500, rtol=1e-4)  # biased mean of an unbiased-unit variance
+    assert s.from_dict(s.to_dict()).m2_p99 == s.m2_p99
