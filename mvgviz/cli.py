@@ -33,6 +33,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="cache folder (default: $MVGVIZ_CACHE or the repository's cache/)")
     p.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (memory/speed only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--timings", default=None, metavar="FILE", help="write the wall time of each step as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,9 +83,13 @@ def _fit_from_args(args):
     from .progress import TqdmProgress
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    return fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
-               reg=args.reg, device=args.device, cache=args.cache, batch_size=args.batch_size,
-               progress=TqdmProgress(quiet=args.quiet))
+    progress = TqdmProgress(quiet=args.quiet)
+    model = fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
+                reg=args.reg, device=args.device, cache=args.cache, batch_size=args.batch_size,
+                progress=progress)
+    if args.timings:
+        Path(args.timings).write_text(json.dumps(progress.timings, indent=1))
+    return model
 
 
 def _dispatch(args) -> int:

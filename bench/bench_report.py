@@ -1,0 +1,162 @@
+"""Benchmark: cold and warm ``mvgviz report``, split by step, against the backbone alone and
+against the naive ranking baseline (a loop of ``sklearn.metrics.roc_auc_score``).
+
+    python bench/bench_report.py --data demo_data --category brick \
+        --data ../shared/data --category magnetic_tile --threads 2 --out bench/results/report.json
+
+Each (data, category) pair is measured in the same run, with torch/BLAS threads pinned
+(``--threads``; oversubscribed threads were seen to run 2-90x slower on 2-core machines):
+
+- backbone alone: the forward pass over every image of both splits (all layers), after
+  decoding, batch 16 -- the reference for "cold report within 2x of the backbone".
+- cold report: ``mvgviz report --json`` in a fresh process on an empty cache; its step
+  times come from ``--timings``.
+- warm report: the same command again (cache filled), end-to-end process wall time.
+- ranking baseline: ``roc_auc_score`` on the upsampled y2 map of ``--sample`` components per
+  layer, extrapolated to all components; the AUROCs of those components are compared with
+  the cached single-component AUROCs, and the top-ranked component with sklearn's on the
+  sampled set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def pin_threads(n: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def machine() -> dict:
+    import torch
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "platform": platform.platform()}
+
+
+def run_cli(args: list[str], env: dict) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "mvgviz.cli", *args], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"mvgviz {' '.join(args)} failed:\n{out.stderr}")
+    return wall, json.loads(out.stdout)
+
+
+def backbone_alone(root: str, category: str, device: str, threads: int) -> tuple[float, int]:
+    import numpy as np
+    import torch
+
+    from mvgviz.backbones import get_spec
+    from mvgviz.data import Preprocessing, load_category, load_split_arrays, to_network_input
+    from mvgviz.features import FeatureExtractor
+    torch.set_num_threads(threads)
+    pre = Preprocessing()
+    cat = load_category(root, category)
+    images = np.concatenate([load_split_arrays(cat.split(s), pre)[0] for s in ("train", "test")])
+    fx = FeatureExtractor("efficientnet_lite0", get_spec("efficientnet_lite0").layers).to(device)
+    fx(to_network_input(images[:2], pre, torch.device(device)))  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(images), 16):
+        fx(to_network_input(images[i:i + 16], pre, torch.device(device)))
+    return time.perf_counter() - t0, len(images)
+
+
+def ranking_baseline(root: str, category: str, cache: str, sample: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from mvgviz.pipeline import fit
+    torch.set_num_threads(threads)
+    model = fit(root, category, cache=cache, device="cpu")
+    masks = np.asarray(model.data.masks("test")).ravel()
+    out = {}
+    for lm in model.layers.values():
+        rng = np.random.default_rng(0)
+        comps = sorted(set(rng.choice(lm.channels, size=min(sample, lm.channels), replace=False).tolist())
+                       | {int(lm.ranking()[0])})
+        t0 = time.perf_counter()
+        ref = []
+        for c in comps:
+            y2 = lm.y2("test", None, [c])[:, 0]  # (N, S, S) upsampled with OpenCV
+            ref.append(roc_auc_score(masks, y2.ravel()))
+        per = (time.perf_counter() - t0) / len(comps)
+        ours = lm.component_auroc[comps]
+        out[lm.name] = {"components": lm.channels, "sampled": len(comps),
+                        "sklearn_s_per_component": per, "sklearn_extrapolated_s": per * lm.channels,
+                        "max_abs_diff": float(np.max(np.abs(np.asarray(ref) - ours))),
+                        "same_best_in_sample": int(np.array(comps)[np.argmax(ref)]) == int(lm.ranking()[0])}
+    return out
+
+
+def bench(root: str, category: str, args) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with tempfile.TemporaryDirectory(prefix="mvgviz-bench-") as cache:
+        tfile = Path(cache) / "timings.json"
+        common = ["report", "--data", root, "--category", category, "--cache", cache, "--device", args.device,
+                  "--json", "--quiet"]
+        cold, rep = run_cli([*common, "--timings", str(tfile)], env)
+        steps = json.loads(tfile.read_text())
+        warm_runs = [run_cli(common, env)[0] for _ in range(3)]
+        base = ranking_baseline(root, category, cache, args.sample, args.threads)
+    bb, n_images = backbone_alone(root, category, args.device, args.threads)
+    grouped: dict[str, float] = {}
+    for k, v in steps.items():
+        grouped[k.split(" ")[0]] = grouped.get(k.split(" ")[0], 0.0) + v
+    ranking_s = grouped.get("ranking", 0.0)
+    sk = sum(v["sklearn_extrapolated_s"] for v in base.values())
+    return {"data": root, "category": category, "images": n_images, "cold_report_s": cold,
+            "steps_s": grouped, "steps_detail_s": steps, "warm_report_s": min(warm_runs),
+            "warm_report_runs_s": warm_runs, "backbone_alone_s": bb,
+            "cold_over_backbone": cold / bb, "ranking_s": ranking_s, "sklearn_loop_s": sk,
+            "ranking_speedup": sk / ranking_s if ranking_s else None, "baseline": base,
+            "layers": [{k: l[k] for k in ("name", "pixel_auroc", "aupro")} for l in rep["layers"]]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", action="append", required=True)
+    p.add_argument("--category", action="append", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sample", type=int, default=3, help="components per layer timed with sklearn")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    if len(args.data) != len(args.category):
+        p.error("give one --category per --data")
+    pin_threads(args.threads)
+    results = {"machine": machine(), "threads": args.threads, "device": args.device,
+               "date": time.strftime("%Y-%m-%d %H:%M"), "runs": []}
+    for root, cat in zip(args.data, args.category):
+        r = bench(root, cat, args)
+        results["runs"].append(r)
+        print(f"{cat}: {r['images']} images  cold {r['cold_report_s']:.1f}s (backbone alone {r['backbone_alone_s']:.1f}s, "
+              f"x{r['cold_over_backbone']:.2f})  warm {r['warm_report_s']:.2f}s  ranking {r['ranking_s']:.2f}s vs "
+              f"sklearn loop {r['sklearn_loop_s']:.1f}s (x{r['ranking_speedup']:.0f})", flush=True)
+        print("   steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["steps_s"].items()), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    print(json.dumps(results["machine"]))
+
+
+if __name__ == "__main__":
+    main()
