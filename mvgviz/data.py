@@ -272,7 +272,8 @@ def load_split_arrays(split: Split, pre: Preprocessing, *,
 def to_network_input(images: np.ndarray, pre: Preprocessing, device):
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 torch tensor, normalised, on ``device``."""
     import torch
-    x = torch.from_numpy(np.array(images, dtype=np.uint8)).to(device)  # a copy: memmaps are read-only.permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.array(images, dtype=np.uint8))  # a copy: memmaps are read-only
+    x = x.to(device).permute(0, 3, 1, 2).float() / 255.0
     mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
     return (x - mean) / std
