@@ -274,6 +274,7 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
     keys = {l.name: store_key(base, l.name) for l in wanted}
     entries = {name: store.get(k) for name, k in keys.items()}
     missing = [l for l in wanted if entries[l.name] is None]
+    todo: list = []
     if missing:
         with ExitStack() as stack:
             for l in sorted(missing, key=lambda l: keys[l.name]):  # fixed order: no deadlock
@@ -289,7 +290,7 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
     return Model(root=Path(root), category=cat.name, backbone=backbone, weights=wtag, reg=rtag,
                  preprocessing=pre, data=data,
                  layers={l.name: LayerModel(l, entries[l.name], pre.crop) for l in wanted},
-                 timings=dict(progress.timings), computed_layers=tuple(l.name for l in missing))
+                 timings=dict(progress.timings), computed_layers=tuple(l.name for l in todo))
 
 
 def store_key(base: dict, layer: str) -> str:
@@ -343,7 +344,7 @@ def _compute_layers(store: Store, cat: Category, data: CategoryArrays, backbone:
                     feats[split][name][i:i + f.shape[0]] = f.float().cpu().numpy()
                 t.update(x.shape[0])
     del extractor
-    masks = torch.from_numpy(np.asarray(data.masks("test"))).to(dev)
+    masks = torch.from_numpy(np.array(data.masks("test"))).to(dev)  # (N, S, S) bool, a writable copy
     labels = data.labels("test")
     out = {}
     for l in todo:
@@ -364,7 +365,7 @@ def _fit_layer(store: Store, l: LayerSpec, f_train: np.ndarray, f_test: np.ndarr
     import torch
 
     from .gaussian import fit_gaussian
-    from .metrics import aupro, auroc, average_precision, component_aurocs, upsample
+    from .metrics import auroc, component_aurocs, pixel_metrics, upsample
     from .whitening import Whitener, m2_from_y, scale_stats
     with progress.task(f"fit {l.name}"):
         g = fit_gaussian(_chunks(f_train), reg=reg, device=dev)
@@ -382,9 +383,7 @@ def _fit_layer(store: Store, l: LayerSpec, f_train: np.ndarray, f_test: np.ndarr
         m2_up = upsample(torch.from_numpy(arrays["m2_test"]).to(dev)[:, None], size)[:, 0]  # (N, S, S)
         image_scores = m2_up.flatten(1).max(1).values.cpu().numpy()
         metrics = {"image_auroc": auroc(image_scores, labels),
-                   "pixel_auroc": auroc(m2_up, masks),
-                   "pixel_aupr": average_precision(m2_up, masks),
-                   "aupro": aupro(m2_up.cpu().numpy(), masks.cpu().numpy())}
+                   **pixel_metrics(m2_up, masks)}  # pixel AUROC, AUPR (average precision), AUPRO
         del m2_up
     with progress.task(f"ranking {l.name}"):
         comp = component_aurocs(torch.from_numpy(arrays["y_test"]).to(dev), masks, out_size=size)

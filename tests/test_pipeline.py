@@ -1,0 +1,161 @@
+"""End to end on a tiny data set with the real (offline) EfficientNet-Lite0 weights."""
+
+import multiprocessing as mp
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from mvgviz import pipeline
+from mvgviz.cache import Store
+from mvgviz.pipeline import fit
+
+from conftest import write_category
+
+LAYERS = "_blocks[4],_blocks[10]"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_category(root, "widget", n_train=8, n_good=3, defects=("scratch", "hole"), n_defect=2, size=(64, 80))
+    cache = tmp_path_factory.mktemp("cache")
+    model = fit(root, "widget", layers=LAYERS, cache=cache, device="cpu")
+    return root, cache, model
+
+
+def test_report_schema_and_component_order(tiny):
+    _, _, model = tiny
+    rep = model.report()
+    assert rep["category"] == "widget" and rep["backbone"] == "efficientnet_lite0"
+    assert rep["weights"].startswith("imagenet:") and rep["image_size"] == 224
+    assert [l["name"] for l in rep["layers"]] == ["_blocks[4]", "_blocks[10]"]
+    for lay, (c, hw) in zip(rep["layers"], [(40, 28), (112, 14)]):
+        assert lay["channels"] == c and lay["feature_size"] == [hw, hw]
+        comps = lay["components"]
+        assert [x["index"] for x in comps] == list(range(c))
+        eig = [x["eigenvalue"] for x in comps]
+        assert eig == sorted(eig)
+        for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro"):
+            assert 0.0 <= lay[k] <= 1.0
+
+
+def test_cached_arrays_are_consistent(tiny):
+    _, _, model = tiny
+    lm = model.layer("_blocks[10]")
+    y = lm.y("train")
+    m2 = lm.m2("train", upsampled=False)
+    np.testing.assert_allclose(m2, (y.astype(np.float64) ** 2).sum(1), rtol=1e-5)
+    rows = y.transpose(0, 2, 3, 1).reshape(-1, y.shape[1]).astype(np.float64)
+    live = lm.eigvals > 0
+    cov = np.cov(rows[:, live], rowvar=False)
+    np.testing.assert_allclose(cov, np.eye(live.sum()), atol=1e-3)  # whitened train covariance = I
+    assert np.all(rows[:, ~live] == 0)  # floored components are identically zero
+    # partial reads equal full reads
+    np.testing.assert_array_equal(lm.y("test", [2, 0], [5, 1]), lm.y("test")[[2, 0]][:, [5, 1]])
+
+
+def test_metrics_against_sklearn(tiny):
+    _, _, model = tiny
+    masks = np.asarray(model.data.masks("test"))
+    labels = model.data.labels("test")
+    for lm in model.layers.values():
+        up = lm.m2("test")  # OpenCV-upsampled
+        assert lm.metrics["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), up.ravel()), abs=1e-4)
+        assert lm.metrics["pixel_aupr"] == pytest.approx(average_precision_score(masks.ravel(), up.ravel()), abs=1e-4)
+        scores = up.reshape(len(up), -1).max(1)
+        np.testing.assert_allclose(lm.image_scores(), scores, rtol=1e-4)
+        assert lm.metrics["image_auroc"] == pytest.approx(roc_auc_score(labels, scores))
+        for c in (0, lm.channels // 2, int(lm.ranking()[0])):
+            ref = roc_auc_score(masks.ravel(), lm.y2("test", None, [c])[:, 0].ravel())
+            assert abs(lm.component_auroc[c] - ref) <= max(lm.component_auroc_error[c], 1e-5) + 1e-6
+            assert abs(lm.component_auroc[c] - ref) < 1e-3
+
+
+def test_second_call_reads_the_cache(tiny):
+    root, cache, model = tiny
+    again = fit(root, "widget", layers=LAYERS, cache=cache)
+    assert again.computed_layers == ()
+    assert again.report() == model.report()
+
+
+def test_batch_size_changes_nothing(tiny, tmp_path):
+    root, _, model = tiny
+    other = fit(root, "widget", layers="_blocks[4]", cache=tmp_path, batch_size=3)
+    np.testing.assert_allclose(other.layer("_blocks[4]").y("test"), model.layer("_blocks[4]").y("test"),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_regulariser_is_part_of_the_key(tiny):
+    root, cache, model = tiny
+    ridge = fit(root, "widget", layers="_blocks[4]", cache=cache, reg="ridge:0.01")
+    assert ridge.computed_layers == ("_blocks[4]",) and ridge.reg == "ridge:0.01"
+    assert ridge.layer("_blocks[4]").eigvals[0] >= 0.01
+
+
+def test_random_weights_are_labelled(tiny, tmp_path):
+    root, _, _ = tiny
+    m = fit(root, "widget", layers="_blocks[4]", cache=tmp_path, weights="random")
+    assert "RANDOM" in m.report()["weights"]
+
+
+def test_interrupted_fit_leaves_no_valid_entry(tiny, tmp_path, monkeypatch):
+    root, _, _ = tiny
+    real = pipeline._fit_layer
+
+    def dies_on_second(store, l, *a, **k):
+        if l.name == "_blocks[10]":
+            raise KeyboardInterrupt  # killed midway
+        return real(store, l, *a, **k)
+
+    monkeypatch.setattr(pipeline, "_fit_layer", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        fit(root, "widget", layers=LAYERS, cache=tmp_path)
+    monkeypatch.setattr(pipeline, "_fit_layer", real)
+    m = fit(root, "widget", layers=LAYERS, cache=tmp_path)
+    assert m.computed_layers == ("_blocks[10]",)  # the finished layer was kept, the other recomputed
+
+
+def _fit_in_process(args):
+    root, cache = args
+    m = fit(root, "widget", layers="_blocks[4]", cache=cache, device="cpu")
+    return m.computed_layers, m.layer("_blocks[4]").component_auroc.tolist(), m.report()
+
+
+def test_two_processes_fill_the_same_entry(tiny, tmp_path):
+    root, _, _ = tiny
+    with mp.get_context("spawn").Pool(2) as pool:
+        a, b = pool.map(_fit_in_process, [(str(root), str(tmp_path))] * 2)
+    assert sorted([a[0], b[0]]) == [(), ("_blocks[4]",)]  # computed once, read once
+    assert a[1] == b[1] and a[2] == b[2]
+    assert len([r for r in Store(tmp_path).ls() if r["kind"] == "layer"]) == 1
+
+
+def test_bad_data_leaves_no_cache_entry(tmp_path):
+    root = tmp_path / "d"
+    write_category(root, "widget")
+    p = root / "widget" / "test" / "scratch" / "001.png"
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"001\.png.*truncated"):
+        fit(root, "widget", layers="_blocks[4]", cache=tmp_path / "c")
+    assert Store(tmp_path / "c").ls() == []
+
+
+def test_cuda_without_cuda_is_an_error(tiny, tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    root, _, _ = tiny
+    with pytest.raises(ValueError, match=r"--device cuda: CUDA is not available"):
+        fit(root, "widget", layers="_blocks[4]", cache=tmp_path, device="cuda")
+
+
+def test_upsample_maps_is_opencv_bilinear():
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 3, 7, 7), dtype=np.float32)
+    out = pipeline.upsample_maps(maps, 224)
+    # OpenCV's many-channel path rounds differently from its one-channel path: equal up to float32 rounding
+    np.testing.assert_allclose(out[1, 2], cv2.resize(maps[1, 2], (224, 224), interpolation=cv2.INTER_LINEAR),
+                               rtol=1e-6, atol=1e-7)
+    assert out.shape == (2, 3, 224, 224) and out.dtype == np.float32
