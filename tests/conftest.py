@@ -48,3 +48,24 @@ def shared_data():
     if not (SHARED_DATA / "magnetic_tile" / "train" / "good").is_dir():
         pytest.skip("../shared/data/magnetic_tile is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """The generated demo data set, two categories, smaller than the default (fast to fit)."""
+    from mvgviz.demo import make_demo_dataset
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(root, categories=("brick", "coffee"), n_train=16, n_test_good=4, n_per_defect=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo_cache")
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_root, demo_cache):
+    """brick, efficientnet_lite0, all four layers, fitted once per test session into demo_cache."""
+    from mvgviz.pipeline import fit
+    return fit(demo_root, "brick", cache=demo_cache, device="cpu")
