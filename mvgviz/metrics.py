@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Union
 
@@ -77,11 +79,14 @@ def _as_tensor(x, name: str) -> torch.Tensor:
 
 
 def _scores_1d(scores, name: str = "scores") -> torch.Tensor:
-    """Scores of any shape -> (n,) float64 on their device; rejects empty, complex and NaN input."""
+    """Scores of any shape -> (n,) float32 or float64 on their device (other dtypes -> float64);
+    rejects empty, complex and NaN input. float32 stays float32: sorting it is exact and faster."""
     s = _as_tensor(scores, name)
     if s.is_complex():
         raise ValueError(f"`{name}` must be real, got dtype {s.dtype}")
-    s = s.reshape(-1).to(torch.float64)  # (n,)
+    s = s.reshape(-1)  # (n,)
+    if s.dtype not in (torch.float32, torch.float64):
+        s = s.to(torch.float64)
     if s.numel() == 0:
         raise ValueError(f"`{name}` must not be empty, got shape {tuple(_as_tensor(scores, name).shape)}")
     if torch.isnan(s).any():
@@ -133,51 +138,100 @@ def _check_positive_int(value, name: str, *, allow_none: bool = False, minimum: 
 # --------------------------------------------------------------------------------------------------
 # Sort-based exact metrics
 # --------------------------------------------------------------------------------------------------
-def _descending_groups(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort once and find the runs of tied scores.
+@dataclass(frozen=True)
+class _Thresholds:
+    """Exact counts at every distinct score of a positive, highest score first.
 
-    Parameters
+    Every metric here only changes at those thresholds: the ROC and PR curves between two of
+    them are straight (or flat) segments, so evaluating at them is exact, ties included.
+    Built from one ascending sort of all n scores (NumPy's vectorised sort, ~30 ms for 8M
+    float32 on this CPU) and a sort of the P positives, with ``searchsorted`` in between:
+    O(n log n) once, then O(P log n).
+
+    Attributes (all (U,) arrays, U distinct positive scores, descending)
     ----------
-    s : (n,) float64 tensor
-
-    Returns
-    -------
-    order : (n,) int64, indices that sort ``s`` in descending order.
-    ends : (G,) int64, position (in sorted order) of the last element of each of the G distinct
-        scores, i.e. of each threshold, highest first.
+    pos_eq : int64, positives scoring exactly u
+    pos_ge, all_ge, all_gt : int64, positives / all scores >= u, all scores > u
+    pos_idx_start : int64, start of u's run in ``order`` (ascending positives)
+    order : (P,) int64, argsort of the positives' scores (ascending)
+    n_pos, n_neg : int
     """
-    s_sorted, order = torch.sort(s, descending=True)  # (n,)
-    last = torch.ones_like(s_sorted, dtype=torch.bool)  # (n,) True at the end of a run of ties
-    last[:-1] = s_sorted[1:] != s_sorted[:-1]
-    return order, torch.nonzero(last).squeeze(1)
+
+    pos_eq: np.ndarray
+    pos_ge: np.ndarray
+    all_ge: np.ndarray
+    all_gt: np.ndarray
+    pos_idx_start: np.ndarray
+    order: np.ndarray
+    n_pos: int
+    n_neg: int
+
+    @property
+    def neg_ge(self) -> np.ndarray:
+        return self.all_ge - self.pos_ge
+
+    @property
+    def neg_gt(self) -> np.ndarray:
+        return self.all_gt - (self.pos_ge - self.pos_eq)
 
 
-def _roc_counts(lab: torch.Tensor, order: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cumulative true/false positives at each threshold (highest first): two (G,) int64 tensors."""
-    tp = torch.cumsum(lab[order].to(torch.int64), 0)[ends]  # (G,)
-    fp = ends + 1 - tp  # (G,)
-    return tp, fp
+def _thresholds(s: np.ndarray, lab: np.ndarray) -> _Thresholds:
+    """s: (n,) float scores (no NaN), lab: (n,) bool with at least one positive."""
+    n = s.size
+    all_sorted = np.sort(s)  # (n,) ascending
+    pos = s[lab]  # (P,)
+    order = np.argsort(pos, kind="stable")  # (P,)
+    u, start, pos_eq = np.unique(pos[order], return_index=True, return_counts=True)  # (U,) ascending
+    pos_lt = np.cumsum(pos_eq) - pos_eq  # (U,) positives below u
+    all_lt = np.searchsorted(all_sorted, u, side="left")  # (U,)
+    all_le = np.searchsorted(all_sorted, u, side="right")
+    rev = slice(None, None, -1)  # highest threshold first
+    return _Thresholds(pos_eq=pos_eq[rev].astype(np.int64), pos_ge=(pos.size - pos_lt)[rev].astype(np.int64),
+                       all_ge=(n - all_lt)[rev].astype(np.int64), all_gt=(n - all_le)[rev].astype(np.int64),
+                       pos_idx_start=start[rev].astype(np.int64), order=order,
+                       n_pos=int(pos.size), n_neg=int(n - pos.size))
 
 
-def _auroc_from_counts(tp: torch.Tensor, fp: torch.Tensor) -> float:
-    """Exact AUROC from cumulative counts; each tied positive/negative pair counts one half.
+def _auroc_from(t: _Thresholds) -> float:
+    """Exact AUROC; each tied positive/negative pair counts one half.
 
-    Every negative in threshold group g is beaten by the ``tp_before`` positives of higher groups and
-    ties with the ``pos_g`` positives of its own group, so twice the number of won pairs is
-    ``sum_g neg_g * (2 tp_before_g + pos_g)``: an exact int64 sum.
+    The ``pos_eq`` positives at threshold u beat the negatives below u (``n_neg - neg_ge``) and
+    tie with those at u (``neg_ge - neg_gt``): twice the won pairs is an exact int64 sum.
     """
-    pos = torch.diff(tp, prepend=tp.new_zeros(1))  # (G,)
-    neg = torch.diff(fp, prepend=fp.new_zeros(1))  # (G,)
-    twice_won = int((neg * (2 * tp - pos)).sum())
-    n_pos, n_neg = int(tp[-1]), int(fp[-1])
-    return twice_won / (2 * n_pos * n_neg)
+    below = t.n_neg - t.neg_ge  # (U,)
+    tied = t.neg_ge - t.neg_gt
+    twice_won = int(np.sum(t.pos_eq * (2 * below + tied)))
+    return twice_won / (2 * t.n_pos * t.n_neg)
 
 
-def _ap_from_counts(tp: torch.Tensor, fp: torch.Tensor) -> float:
-    """Step-wise average precision ``sum_g (R_g - R_{g-1}) P_g`` (sklearn's definition)."""
-    pos = torch.diff(tp, prepend=tp.new_zeros(1)).to(torch.float64)  # (G,)
-    precision = tp.to(torch.float64) / (tp + fp).to(torch.float64)  # (G,)
-    return float((pos * precision).sum() / tp[-1].to(torch.float64))
+def _ap_from(t: _Thresholds) -> float:
+    """Step-wise average precision ``sum_k (R_k - R_{k-1}) P_k`` (sklearn's definition)."""
+    precision = t.pos_ge / t.all_ge  # (U,) at each threshold where the recall changes
+    return float(np.sum(t.pos_eq * precision) / t.n_pos)
+
+
+def _aupro_from(t: _Thresholds, pos_weights: np.ndarray, fpr_limit: float) -> float:
+    """AUPRO from the thresholds and each positive pixel's PRO weight (in the positives' order).
+
+    Between two positive thresholds the PRO is constant, so the exact curve is the polyline
+    through (0, 0), then for each threshold u, highest first, (FPR(> u), PRO(> u)) and
+    (FPR(>= u), PRO(>= u)), then (1, PRO total).
+    """
+    w_sorted = pos_weights[t.order]  # (P,) ascending score
+    w_at = np.add.reduceat(w_sorted, t.pos_idx_start[::-1])[::-1]  # (U,) weight at each u, descending
+    w_total = float(w_sorted.sum())
+    pro_ge = np.cumsum(w_at)  # (U,) weight of positives >= u
+    pro_gt = pro_ge - w_at
+    fpr_ge, fpr_gt = t.neg_ge / t.n_neg, t.neg_gt / t.n_neg
+    fpr = np.concatenate([[0.0], np.column_stack([fpr_gt, fpr_ge]).ravel(), [1.0]])  # (2U+2,)
+    pro = np.concatenate([[0.0], np.column_stack([pro_gt, pro_ge]).ravel(), [w_total]])
+    return _integrate_to(fpr, pro, fpr_limit)
+
+
+def _np_scores(s: torch.Tensor) -> np.ndarray:
+    """(n,) scores -> NumPy on the CPU, float32 kept as float32 (its order is exact), else float64."""
+    s = s.detach().cpu()
+    return s.numpy() if s.dtype in (torch.float32, torch.float64) else s.to(torch.float64).numpy()
 
 
 def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
@@ -205,8 +259,7 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     s = _scores_1d(scores)
     lab = _labels_1d(labels, s.numel(), s.device)
     _check_both_classes(int(lab.sum()), lab.numel(), "labels")
-    order, ends = _descending_groups(s)
-    return _auroc_from_counts(*_roc_counts(lab, order, ends))
+    return _auroc_from(_thresholds(_np_scores(s), lab.cpu().numpy()))
 
 
 def average_precision(scores: ArrayLike, labels: ArrayLike) -> float:
@@ -233,8 +286,7 @@ def average_precision(scores: ArrayLike, labels: ArrayLike) -> float:
     if not bool(lab.any()):
         raise ValueError(f"`labels` must contain at least one positive, got none ({lab.numel()} values): "
                          "the average precision is undefined")
-    order, ends = _descending_groups(s)
-    return _ap_from_counts(*_roc_counts(lab, order, ends))
+    return _ap_from(_thresholds(_np_scores(s), lab.cpu().numpy()))
 
 
 def image_auroc(image_scores: ArrayLike, image_labels: ArrayLike) -> float:
@@ -292,20 +344,6 @@ def _integrate_to(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
     return area / fpr_limit
 
 
-def _aupro_sorted(order: torch.Tensor, ends: torch.Tensor, masks: np.ndarray, fpr_limit: float) -> float:
-    """AUPRO from a descending sort of the flattened (N, H, W) scores. masks: (N, H, W) bool."""
-    weights, _ = _region_weights(masks)  # (n,)
-    device = order.device
-    normal = torch.from_numpy(~masks.reshape(-1)).to(device)  # (n,) bool
-    n_normal = int(normal.sum())
-    w = torch.from_numpy(weights).to(device)  # (n,) float64
-    fp = torch.cumsum(normal[order].to(torch.int64), 0)[ends]  # (G,) normal pixels >= threshold
-    pro = torch.cumsum(w[order], 0)[ends]  # (G,) mean region overlap at each threshold
-    fpr = np.concatenate([[0.0], fp.cpu().numpy() / n_normal])  # (G+1,) starts at (0, 0)
-    pro_np = np.concatenate([[0.0], pro.cpu().numpy()])
-    return _integrate_to(fpr, pro_np, fpr_limit)
-
-
 def _check_aupro_inputs(score_maps, masks, fpr_limit) -> tuple[torch.Tensor, np.ndarray]:
     s = _as_tensor(score_maps, "score_maps")
     if s.ndim != 3:
@@ -350,8 +388,9 @@ def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) ->
         On shape mismatch, NaN scores, an ``fpr_limit`` outside (0, 1], no region, or no normal pixel.
     """
     s, m = _check_aupro_inputs(score_maps, masks, fpr_limit)
-    order, ends = _descending_groups(_scores_1d(s, "score_maps"))
-    return _aupro_sorted(order, ends, m, float(fpr_limit))
+    lab = m.reshape(-1)  # (n,) bool
+    weights, _ = _region_weights(m)  # (n,)
+    return _aupro_from(_thresholds(_np_scores(_scores_1d(s, "score_maps")), lab), weights[lab], float(fpr_limit))
 
 
 def pixel_metrics(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) -> dict:
@@ -370,13 +409,11 @@ def pixel_metrics(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float =
         step-wise average precision (as :func:`average_precision`), not a trapezoid.
     """
     s, m = _check_aupro_inputs(score_maps, masks, fpr_limit)
-    s1 = _scores_1d(s, "score_maps")  # (N*H*W,)
-    lab = torch.from_numpy(m.reshape(-1)).to(s1.device)  # (N*H*W,) bool
-    order, ends = _descending_groups(s1)
-    tp, fp = _roc_counts(lab, order, ends)
-    return {"pixel_auroc": _auroc_from_counts(tp, fp),
-            "pixel_aupr": _ap_from_counts(tp, fp),
-            "aupro": _aupro_sorted(order, ends, m, float(fpr_limit))}
+    lab = m.reshape(-1)  # (N*H*W,) bool
+    t = _thresholds(_np_scores(_scores_1d(s, "score_maps")), lab)
+    weights, _ = _region_weights(m)  # (N*H*W,)
+    return {"pixel_auroc": _auroc_from(t), "pixel_aupr": _ap_from(t),
+            "aupro": _aupro_from(t, weights[lab], float(fpr_limit))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,6 +440,17 @@ def upsample(maps: torch.Tensor, out_size) -> torch.Tensor:
         got = f"shape {tuple(maps.shape)}, dtype {maps.dtype}" if is_t else type(maps).__name__
         raise ValueError(f"`maps` must be a (N, K, h, w) floating-point tensor, got {got}")
     return F.interpolate(maps, size=_check_out_size(out_size), mode="bilinear", align_corners=False)
+
+
+@contextmanager
+def _single_threaded_torch():
+    """torch intra-op threads = 1 for the duration (the caller parallelises over threads)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass(frozen=True)
@@ -586,7 +634,7 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
     est = np.empty(n_comp)
     bound = np.empty(n_comp)
     denom = 2.0 * n_pos * n_neg
-    for c0 in range(0, n_comp, chunk_components):
+    def one_chunk(c0: int) -> None:
         c1 = min(n_comp, c0 + chunk_components)
         hist_all, pos = _component_histograms(y, c0, c1, n_bins, out_hw, batches)  # (K, n_bins) each
         neg = hist_all - pos
@@ -596,11 +644,22 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
         est[c0:c1] = twice_won.cpu().numpy() / denom
         bound[c0:c1] = same_bin.cpu().numpy() / denom
 
+    starts = range(0, n_comp, chunk_components)
+    workers = 1 if dev.type == "cuda" else min(len(starts), max(1, torch.get_num_threads()))
+    if workers == 1:
+        for c0 in starts:
+            one_chunk(c0)
+    else:
+        # On the CPU, torch.bincount runs on one thread: chunks go to a pool of threads (torch
+        # releases the GIL) that each run single-threaded ops, which keeps every core busy.
+        # Speed only: every chunk writes its own slice of est/bound.
+        with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one_chunk, starts))
+
     exact = np.flatnonzero(bound > tol)
-    lab_flat = labels.reshape(-1)
+    lab_np = labels.reshape(-1).cpu().numpy() if exact.size else None
     for c in exact.tolist():
         s = upsample(y[:, c:c + 1].square(), out_hw).reshape(-1)  # (N*H*W,)
-        order, ends = _descending_groups(s.to(torch.float64))
-        est[c] = _auroc_from_counts(*_roc_counts(lab_flat, order, ends))
+        est[c] = _auroc_from(_thresholds(_np_scores(s), lab_np))
         bound[c] = 0.0
     return ComponentAUROC(auroc=est, error_bound=bound, n_exact=exact.size)

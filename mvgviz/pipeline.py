@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .backbones import RANDOM, LayerSpec, get_spec, parse_layers, weights_tag
+from .backbones import RANDOM, LayerSpec, check_weights_available, get_spec, parse_layers, weights_tag
 from .cache import Entry, Store, make_key
 from .data import Category, Preprocessing, load_category, load_split_arrays
 from .gaussian import reg_tag
@@ -268,12 +268,14 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
     store = cache if isinstance(cache, Store) else Store(cache)
     cat = load_category(root, category)
 
-    data = _ensure_data(store, cat, pre, progress)
     base = {"kind": "layer", "dataset": cat.fingerprint, "category": cat.name, "backbone": backbone,
             "weights": wtag, "preprocessing": pre.tag(), "reg": rtag, "version": __version__}
     keys = {l.name: store_key(base, l.name) for l in wanted}
     entries = {name: store.get(k) for name, k in keys.items()}
     missing = [l for l in wanted if entries[l.name] is None]
+    if missing:  # before decoding anything: no weights, no work and no cache entry
+        check_weights_available(backbone, weights)
+    data = _ensure_data(store, cat, pre, progress)
     todo: list = []
     if missing:
         with ExitStack() as stack:
@@ -282,6 +284,7 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
             entries.update({l.name: store.get(keys[l.name]) for l in missing})
             todo = [l for l in missing if entries[l.name] is None]  # another process may have done them
             if todo:
+                _import_compute_stack(progress)
                 if weights == RANDOM:
                     progress.message(f"WARNING: backbone {backbone} with RANDOM weights (not pretrained)")
                 new = _compute_layers(store, cat, data, backbone, weights, todo, base, keys, reg,
@@ -297,6 +300,16 @@ def store_key(base: dict, layer: str) -> str:
     return make_key({**base, "layer": layer})
 
 
+def _import_compute_stack(progress: Progress) -> None:
+    """Import torch and SciPy under their own timer ("startup"), so the step timings are honest."""
+    import sys
+    if "torch" in sys.modules and "scipy.stats" in sys.modules:
+        return
+    with progress.timer("startup"):
+        import scipy.stats  # noqa: F401
+        import torch  # noqa: F401
+
+
 def _ensure_data(store: Store, cat: Category, pre: Preprocessing, progress: Progress) -> CategoryArrays:
     parts = {"kind": "data", "dataset": cat.fingerprint, "category": cat.name,
              "preprocessing": pre.tag(), "version": __version__}
@@ -306,6 +319,7 @@ def _ensure_data(store: Store, cat: Category, pre: Preprocessing, progress: Prog
         with store.lock(key):
             entry = store.get(key)
             if entry is None:
+                _import_compute_stack(progress)
                 arrays, meta = {}, {}
                 with progress.task("decode", total=len(cat.train) + len(cat.test)) as t:
                     for name in SPLITS:
@@ -315,7 +329,7 @@ def _ensure_data(store: Store, cat: Category, pre: Preprocessing, progress: Prog
                         arrays[f"masks_{name}"] = masks
                         meta[f"files_{name}"] = [p.relative_to(cat.root).as_posix() for p in split.paths]
                         meta[f"defects_{name}"] = list(split.defect_types)
-                with progress.task("cache write"):
+                with progress.timer("cache write"):
                     entry = store.put(key, parts, meta, arrays)
     return CategoryArrays(entry)
 
@@ -366,34 +380,44 @@ def _fit_layer(store: Store, l: LayerSpec, f_train: np.ndarray, f_test: np.ndarr
 
     from .gaussian import fit_gaussian
     from .metrics import auroc, component_aurocs, pixel_metrics, upsample
-    from .whitening import Whitener, m2_from_y, scale_stats
-    with progress.task(f"fit {l.name}"):
-        g = fit_gaussian(_chunks(f_train), reg=reg, device=dev)
-    arrays: dict[str, np.ndarray] = {"mean": g.mean, "eigvals": g.eigvals, "eigvecs": g.eigvecs}
-    stats = {}
-    with progress.task(f"whitening {l.name}"):
-        wh = Whitener(g, dev)
-        for split, f in (("train", f_train), ("test", f_test)):
-            y = np.concatenate([wh(b).cpu().numpy() for b in _chunks(f)()], axis=0)  # (N, C, h, w)
-            m2 = m2_from_y(y)  # (N, h, w)
-            arrays[f"y_{split}"], arrays[f"m2_{split}"] = y, m2
-            stats[split] = scale_stats(y, m2).to_dict()
+    from .whitening import Whitener, scale_stats
     size = (pre.crop, pre.crop)
-    with progress.task(f"metrics {l.name}"):
-        m2_up = upsample(torch.from_numpy(arrays["m2_test"]).to(dev)[:, None], size)[:, 0]  # (N, S, S)
-        image_scores = m2_up.flatten(1).max(1).values.cpu().numpy()
-        metrics = {"image_auroc": auroc(image_scores, labels),
-                   **pixel_metrics(m2_up, masks)}  # pixel AUROC, AUPR (average precision), AUPRO
-        del m2_up
-    with progress.task(f"ranking {l.name}"):
-        comp = component_aurocs(torch.from_numpy(arrays["y_test"]).to(dev), masks, out_size=size)
-    arrays.update(component_auroc=comp.auroc, component_auroc_error=comp.error_bound,
-                  image_scores_test=image_scores)
-    meta = {"layer": l.name, "module": l.module, "channels": l.channels, "stride": l.stride,
-            "feature_size": list(f_train.shape[2:]), "n_train_vectors": g.n_samples,
-            "eig_floor": g.floor, "n_zero_eigvals": int((g.eigvals == 0).sum()),
-            "shrinkage": g.shrinkage, "metrics": metrics, "stats": stats,
-            "component_auroc_max_error": float(comp.error_bound.max()), "component_auroc_n_exact": comp.n_exact,
-            "device": str(dev)}
-    with progress.task("cache write"):
-        return store.put(key, {**base, "layer": l.name}, meta, arrays)
+    # one bar per layer, five steps; each step's time is recorded under its own name
+    with progress.task(f"layer {l.name}", total=5) as bar:
+        with progress.timer(f"fit {l.name}"):
+            g = fit_gaussian(_chunks(f_train), reg=reg, device=dev)
+        bar.update(1)
+        arrays: dict[str, np.ndarray] = {"mean": g.mean, "eigvals": g.eigvals, "eigvecs": g.eigvecs}
+        stats = {}
+        with progress.timer(f"whitening {l.name}"):
+            wh = Whitener(g, dev)
+            for split, f in (("train", f_train), ("test", f_test)):
+                parts = [tuple(t.cpu().numpy() for t in wh.with_m2(b)) for b in _chunks(f)()]
+                y = np.concatenate([p[0] for p in parts], axis=0)  # (N, C, h, w)
+                m2 = np.concatenate([p[1] for p in parts], axis=0)  # (N, h, w), summed in float64
+                del parts
+                arrays[f"y_{split}"], arrays[f"m2_{split}"] = y, m2
+                stats[split] = scale_stats(y, m2).to_dict()
+        bar.update(1)
+        with progress.timer(f"metrics {l.name}"):
+            m2_up = upsample(torch.from_numpy(arrays["m2_test"]).to(dev)[:, None], size)[:, 0]  # (N, S, S)
+            image_scores = m2_up.flatten(1).max(1).values.cpu().numpy()
+            metrics = {"image_auroc": auroc(image_scores, labels),
+                       **pixel_metrics(m2_up, masks)}  # pixel AUROC, AUPR (average precision), AUPRO
+            del m2_up
+        bar.update(1)
+        with progress.timer(f"ranking {l.name}"):
+            comp = component_aurocs(torch.from_numpy(arrays["y_test"]).to(dev), masks, out_size=size)
+        bar.update(1)
+        arrays.update(component_auroc=comp.auroc, component_auroc_error=comp.error_bound,
+                      image_scores_test=image_scores)
+        meta = {"layer": l.name, "module": l.module, "channels": l.channels, "stride": l.stride,
+                "feature_size": list(f_train.shape[2:]), "n_train_vectors": g.n_samples,
+                "eig_floor": g.floor, "n_zero_eigvals": int((g.eigvals == 0).sum()),
+                "shrinkage": g.shrinkage, "metrics": metrics, "stats": stats,
+                "component_auroc_max_error": float(comp.error_bound.max()),
+                "component_auroc_n_exact": comp.n_exact, "device": str(dev)}
+        with progress.timer("cache write"):
+            entry = store.put(key, {**base, "layer": l.name}, meta, arrays)
+        bar.update(1)
+    return entry

@@ -39,6 +39,15 @@ class Progress:
             self.finish(handle)
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
+    @contextmanager
+    def timer(self, name: str) -> Iterator[None]:
+        """Record a step's wall time under ``name`` without a bar of its own (sub-steps, short steps)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
     def start(self, name: str, total: int | None):
         return None
 

@@ -40,12 +40,21 @@ class Whitener:
         with torch.no_grad():
             return self._apply(feats)
 
-    def _apply(self, feats):
+    def with_m2(self, feats: "torch.Tensor") -> "tuple[torch.Tensor, torch.Tensor]":
+        """feats (N, C, H, W) -> (Y (N, C, H, W), M2 (N, H, W)), both float32, M2 summed in float64."""
+        import torch
+        with torch.no_grad():
+            return self._apply(feats, with_m2=True)
+
+    def _apply(self, feats, with_m2: bool = False):
         import torch
         n, c, h, w = feats.shape
         x = feats.to(self.device, torch.float64).permute(0, 2, 3, 1).reshape(-1, c)  # (N*H*W, C)
         y = (x - self.mean) @ self.matrix  # (N*H*W, C)
-        return y.reshape(n, h, w, c).permute(0, 3, 1, 2).float().contiguous()
+        y32 = y.reshape(n, h, w, c).permute(0, 3, 1, 2).float().contiguous()  # (N, C, H, W)
+        if not with_m2:
+            return y32
+        return y32, y.square().sum(1).reshape(n, h, w).float()  # (N, H, W)
 
 
 def m2_from_y(y):

@@ -78,3 +78,18 @@ def test_scale_stats(data):
     assert s.cross_component_p99 == pytest.approx(np.percentile(y2, 99), rel=1e-6)
     np.testing.assert_allclose(s.y2_mean, 1.0 - 1 / 500, rtol=1e-4)  # biased mean of an unbiased-unit variance
     assert s.from_dict(s.to_dict()).m2_p99 == s.m2_p99
+
+
+def test_with_m2_equals_the_sum_of_squares_of_y():
+    import torch
+
+    from mvgviz.gaussian import fit_gaussian
+    from mvgviz.whitening import Whitener, m2_from_y
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((5, 6, 4, 3)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)[:, None, None]
+    g = fit_gaussian(lambda: iter([torch.from_numpy(f)]), reg="none", device="cpu")
+    wh = Whitener(g, "cpu")
+    y, m2 = wh.with_m2(torch.from_numpy(f))
+    np.testing.assert_array_equal(y.numpy(), wh(torch.from_numpy(f)).numpy())
+    assert m2.shape == (5, 4, 3) and m2.dtype == torch.float32
+    np.testing.assert_allclose(m2.numpy(), m2_from_y(y.numpy()), rtol=1e-5)
