@@ -464,7 +464,8 @@ class ComponentAUROC:
     error_bound : (C,) float64, read-only
         Guaranteed ``|auroc - exact AUROC|`` bound; 0 where the component was computed exactly.
     n_exact : int
-        How many components were recomputed exactly (bound above ``tol``).
+        How many components were recomputed exactly (bound above ``tol``, or a contender for
+        the best component).
     """
 
     auroc: np.ndarray
@@ -553,7 +554,9 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
     positives and negatives (one ``torch.bincount`` per chunk) and the AUROC is read from it,
     counting pairs that share a bin as one half. The error of that estimate is at most
     ``0.5 * sum_b pos_b * neg_b / (P * N)``, computed exactly per component and returned; every
-    component whose bound exceeds ``tol`` is recomputed exactly with :func:`auroc` (bound 0).
+    component whose bound exceeds ``tol`` is recomputed exactly with :func:`auroc` (bound 0), and
+    so is every component whose interval ``[auroc - bound, auroc + bound]`` reaches the best lower
+    bound: the best component of the ranking is always decided exactly.
 
     Bins are log-spaced: per component, bin = a right shift of the float's bit pattern (see
     ``_bin_params``), clamped to the ``n_bins`` bins that cover [floor_c, max_c], with max_c the
@@ -656,7 +659,10 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
         with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one_chunk, starts))
 
-    exact = np.flatnonzero(bound > tol)
+    # Exact where the bound exceeds tol, and for every contender for the best component (its
+    # interval overlaps the best lower bound), so the top of the ranking never depends on binning.
+    contenders = est + bound >= np.max(est - bound)
+    exact = np.flatnonzero((bound > tol) | (contenders & (bound > 0)))
     lab_np = labels.reshape(-1).cpu().numpy() if exact.size else None
     for c in exact.tolist():
         s = upsample(y[:, c:c + 1].square(), out_hw).reshape(-1)  # (N*H*W,)

@@ -314,3 +314,19 @@ def test_component_aurocs_on_cuda_agree_with_sklearn():
     # CUDA and CPU bilinear kernels may round differently by an ulp: allow that much on top of the bound
     assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-6)
     assert res.auroc[9] == 0.5
+
+
+def test_component_aurocs_decide_the_best_component_exactly():
+    rng = np.random.default_rng(11)
+    masks = torch.from_numpy(blob_masks(rng, 6, 32, 32, fraction=0.1, n_good=2))
+    y = torch.from_numpy(rng.standard_normal((6, 5, 8, 8)).astype(np.float32))
+    y[:, 3] = y[:, 2] * 1.0001  # two near-identical top contenders
+    y[:, 2] += 2.0 * F.interpolate(masks[:, None].float(), size=(8, 8), mode="area")[:, 0]
+    y[:, 3] = y[:, 2] * 1.0001
+    r = component_aurocs(y, masks, out_size=(32, 32), n_bins=64)  # coarse bins: large bounds
+    labels = masks.numpy().ravel()
+    exact = [roc_auc_score(labels, upsampled_reference(y, c, (32, 32))) for c in range(5)]
+    best = int(np.argmax(exact))
+    assert int(np.argmax(r.auroc)) == best and r.error_bound[best] == 0.0
+    assert r.auroc[best] == pytest.approx(exact[best], abs=1e-12)
+    assert np.all(np.abs(r.auroc - exact) <= r.error_bound + 1e-12)
