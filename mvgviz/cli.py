@@ -19,9 +19,12 @@ from pathlib import Path
 from . import __version__
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="data root in the MVTec AD layout")
-    p.add_argument("--category", required=True, help="category folder under the data root")
+def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("data", "category"),
+                category: bool = True) -> None:
+    """The model options shared by fit, report and export; ``required`` names the mandatory ones."""
+    p.add_argument("--data", required="data" in required, help="data root in the MVTec AD layout")
+    if category:
+        p.add_argument("--category", required="category" in required, help="category folder under the data root")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="efficientnet_lite0 (default, offline weights), resnet18, wide_resnet50_2")
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: all of the backbone's)")

@@ -1,0 +1,216 @@
+"""mvgviz.export: figure files, manifests, regeneration and the export CLI."""
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import cv2
+import numpy as np
+import pytest
+
+from mvgviz import export as export_mod
+from mvgviz.cli import main
+from mvgviz.export import export_figure, figure_from_manifest, manifest, manifest_path
+from mvgviz.render import SCALES, GridSpec
+
+LAYER = "_blocks[10]"
+
+
+@pytest.fixture(scope="module")
+def spec(demo_model):
+    types = demo_model.data.defect_types("test")
+    defects = [i for i, t in enumerate(types) if t != "good"]
+    comps = tuple(int(c) for c in demo_model.layer(LAYER).ranking()[:2])
+    return GridSpec(layer=LAYER, images=(defects[0], defects[-1]), components=comps)
+
+
+@pytest.fixture
+def captured_figures(monkeypatch):
+    """The matplotlib figures export_figure renders, kept for inspection."""
+    figs = []
+    real = export_mod.render_figure
+
+    def spy(data, **kw):
+        fig = real(data, **kw)
+        figs.append((data, fig))
+        return fig
+
+    monkeypatch.setattr(export_mod, "render_figure", spy)
+    return figs
+
+
+def model_opts(demo_root, demo_cache, category="brick"):
+    return ["--data", str(demo_root), "--category", category, "--cache", str(demo_cache), "--device", "cpu",
+            "--quiet"]
+
+
+def test_export_png_pdf_svg(demo_model, spec, tmp_path):
+    png = export_figure(demo_model, spec, tmp_path / "g.png")
+    assert png == [tmp_path / "g.png", tmp_path / "g.png.json"]
+    img = cv2.imread(str(png[0]))
+    man = json.loads(png[1].read_text())
+    w_in, h_in = man["figure"]["size_inches"]
+    assert man["figure"]["dpi"] >= 200
+    assert img.shape == (round(h_in * 200), round(w_in * 200), 3)
+    pdf = export_figure(demo_model, spec, tmp_path / "g.pdf")
+    assert pdf[0].read_bytes()[:5] == b"%PDF-" and pdf[1] == tmp_path / "g.pdf.json"
+    svg = export_figure(demo_model, spec, tmp_path / "sub" / "g.svg")  # creates the folder
+    root = ET.parse(svg[0]).getroot()
+    assert root.tag.endswith("svg")
+    paths = root.findall(".//{http://www.w3.org/2000/svg}path")
+    images = root.findall(".//{http://www.w3.org/2000/svg}image")
+    # text, contours and colour-bar frames are vector paths; one raster per panel (image and
+    # heatmap composited by matplotlib) plus one per colour bar
+    assert len(paths) > 50 and len(images) >= 2 * 3
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_exported_panels_carry_the_scale_maxima(demo_model, spec, tmp_path, captured_figures, scale):
+    s = spec.replace(scale=scale)
+    paths = export_figure(demo_model, s, tmp_path / f"{scale}.png")
+    (data, fig), = captured_figures
+    st = demo_model.layer(LAYER).stats("test")
+    comps = list(s.components)
+    want = (list(st.per_component_p99[comps]) if scale == "per-component"
+            else [st.cross_component_p99] * len(comps)) + [st.m2_p99]
+    clims = {}
+    for ax in fig.axes:
+        for im in ax.get_images():
+            if (im.get_gid() or "").startswith("heatmap-"):
+                j = int(im.get_gid().split("-c")[1])
+                clims.setdefault(j, set()).add(im.get_clim())
+    assert sorted(clims) == list(range(len(want)))
+    for j, v in enumerate(want):
+        (lo, hi), = clims[j]  # every panel of column j has the same limits
+        assert lo == 0.0 and hi == pytest.approx(v, rel=1e-12)
+    bars = {ax.get_gid(): ax.get_xlim()[1] for ax in fig.axes if (ax.get_gid() or "").startswith("colorbar-")}
+    assert len(bars) == (len(want) if scale == "per-component" else 2)
+    assert sorted(bars.values()) == pytest.approx(sorted(set(want)))
+    man = json.loads(paths[1].read_text())
+    assert man["scale"]["mode"] == scale and man["scale"]["vmax"] == pytest.approx(want)
+    assert man["scale"]["m2_vmax"] == pytest.approx(st.m2_p99)
+
+
+def test_manifest_contents(demo_model, spec):
+    man = manifest(demo_model, spec)
+    m = man["model"]
+    assert m["category"] == "brick" and m["backbone"] == "efficientnet_lite0"
+    assert m["weights"] == demo_model.weights and m["weights_arg"] is None and m["reg"] == "none"
+    assert m["preprocessing"]["crop"] == 224 and m["dataset_fingerprint"]
+    assert GridSpec.from_dict(man["spec"]) == spec
+    files = demo_model.data.files("test")
+    assert [x["file"] for x in man["images"]] == [files[i] for i in spec.images]
+    assert [x["index"] for x in man["components"]] == list(spec.components)
+    lm = demo_model.layer(LAYER)
+    assert man["components"][0]["auroc"] == pytest.approx(lm.component_auroc[spec.components[0]])
+    assert man["metrics"]["pixel_auroc"] == pytest.approx(lm.metrics["pixel_auroc"])
+    assert man["mvgviz_version"] and man["layer"]["feature_size"] == [14, 14]
+    json.dumps(man)  # JSON types only
+
+
+def test_figure_from_manifest_reproduces_the_png(demo_model, demo_cache, spec, tmp_path):
+    s = spec.replace(scale="cross-component", show_image=False)
+    first = export_figure(demo_model, s, tmp_path / "a.png")
+    again = figure_from_manifest(first[1], tmp_path / "b.png", cache=demo_cache, device="cpu")
+    a, b = cv2.imread(str(first[0])), cv2.imread(str(again[0]))
+    assert a.shape == b.shape and np.array_equal(a, b)
+    ma, mb = (json.loads(p.read_text()) for p in (first[1], again[1]))
+    assert ma["spec"] == mb["spec"] and ma["scale"] == mb["scale"] and ma["model"] == mb["model"]
+    pdf = figure_from_manifest(first[1], tmp_path / "b.pdf", cache=demo_cache, device="cpu")
+    assert pdf[0].read_bytes()[:4] == b"%PDF"
+
+
+def test_bad_paths_and_manifests(demo_model, spec, tmp_path):
+    with pytest.raises(ValueError, match=r"--out must end in \.png, \.pdf or \.svg, got '.*g\.jpg'"):
+        export_figure(demo_model, spec, tmp_path / "g.jpg")
+    with pytest.raises(ValueError, match="--from-manifest: cannot read"):
+        figure_from_manifest(tmp_path / "none.json", tmp_path / "x.png")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="--from-manifest: .* is not JSON"):
+        figure_from_manifest(tmp_path / "bad.json", tmp_path / "x.png")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="not an mvgviz figure manifest"):
+        figure_from_manifest(tmp_path / "other.json", tmp_path / "x.png")
+    assert manifest_path("d/f.svg").name == "f.svg.json"
+
+
+# -- CLI -------------------------------------------------------------------------------
+
+def test_cli_export_and_from_manifest(demo_root, demo_cache, demo_model, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    rc = main(["export", *model_opts(demo_root, demo_cache), "--layer", "blocks10", "--images", "random:2",
+               "--defect", "any", "--seed", "1", "--components", "worst:2", "--scale", "cross-component",
+               "--no-m2", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out), str(out) + ".json"]
+    man = json.loads((tmp_path / "fig.png.json").read_text())
+    lm = demo_model.layer(LAYER)
+    types = demo_model.data.defect_types("test")
+    assert man["spec"]["components"] == [int(c) for c in lm.ranking()[::-1][:2]]
+    assert len(man["spec"]["images"]) == 2 and all(types[i] != "good" for i in man["spec"]["images"])
+    assert man["spec"]["scale"] == "cross-component" and man["spec"]["show_m2"] is False
+    assert man["scale"]["vmax"] == pytest.approx([lm.stats("test").cross_component_p99] * 2)
+
+    again = tmp_path / "again.svg"
+    rc = main(["export", "--from-manifest", str(tmp_path / "fig.png.json"), "--cache", str(demo_cache),
+               "--quiet", "--out", str(again)])
+    assert rc == 0
+    assert capsys.readouterr().out.split() == [str(again), str(again) + ".json"]
+    assert json.loads((tmp_path / "again.svg.json").read_text())["spec"] == man["spec"]
+
+
+def test_cli_export_all(demo_root, demo_cache, demo_model, tmp_path, capsys):
+    rc = main(["export-all", "--data", str(demo_root), "--cache", str(demo_cache), "--device", "cpu",
+               "--categories", "brick", "--layers", "blocks2,blocks15", "--components", "best:2",
+               "--images", "random:2", "--format", "pdf", "--out", str(tmp_path / "all")])
+    captured = capsys.readouterr()
+    assert rc == 0
+    names = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert names == ["brick_blocks15.pdf", "brick_blocks15.pdf.json", "brick_blocks2.pdf", "brick_blocks2.pdf.json"]
+    assert sorted(captured.out.split()) == sorted(str(tmp_path / "all" / n) for n in names)
+    assert "export-all" in captured.err  # the progress bar
+    for name, layer in (("brick_blocks2.pdf.json", "_blocks[2]"), ("brick_blocks15.pdf.json", "_blocks[15]")):
+        man = json.loads((tmp_path / "all" / name).read_text())
+        assert man["spec"]["layer"] == layer and len(man["spec"]["components"]) == 2
+        assert all(x["defect"] != "good" for x in man["images"])  # default: defect images
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--layer", "blocks99"], "--layer: `layer` must be one of"),
+    (["--layer", "blocks10", "--scale", "log"], "--scale must be one of per-component, cross-component"),
+    (["--layer", "blocks10", "--split", "val"], "--split must be one of train, test"),
+    (["--layer", "blocks10", "--components", "999"], r"--components: index 999 is out of range.*0\.\.111"),
+    (["--layer", "blocks10", "--images", "999"], r"--images: index 999 is out of range"),
+    (["--layer", "blocks10", "--defect", "scratch"], "--defect: no image of type 'scratch'"),
+    (["--layer", "blocks10", "--split", "train", "--defect", "hole"], "--defect applies to the test split"),
+    (["--layer", "blocks10", "--dpi", "72"], "--dpi must be >= 200"),
+    ([], "--layer required"),
+])
+def test_cli_bad_input_exits_2(demo_root, demo_cache, demo_model, tmp_path, capsys, extra, match):
+    rc = main(["export", *model_opts(demo_root, demo_cache), *extra, "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("mvgviz: error: ")
+    assert re.search(match, err), err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_bad_out_and_manifest_exit_2(demo_root, demo_cache, tmp_path, capsys):
+    rc = main(["export", *model_opts(demo_root, demo_cache), "--layer", "blocks10", "--out", str(tmp_path / "x.gif")])
+    assert rc == 2 and "--out must end in .png, .pdf or .svg" in capsys.readouterr().err
+    (tmp_path / "m.json").write_text("[1, 2")
+    rc = main(["export", "--from-manifest", str(tmp_path / "m.json"), "--out", str(tmp_path / "x.png")])
+    assert rc == 2 and "--from-manifest:" in capsys.readouterr().err
+    rc = main(["export-all", "--data", str(demo_root), "--cache", str(demo_cache), "--categories", "nope",
+               "--out", str(tmp_path / "d")])
+    assert rc == 2 and "--categories: unknown 'nope'" in capsys.readouterr().err
+    rc = main(["export-all", "--data", str(demo_root), "--cache", str(demo_cache), "--format", "jpg",
+               "--out", str(tmp_path / "d")])
+    assert rc == 2 and "--format must be one of png, pdf, svg" in capsys.readouterr().err
+
+
+def test_help_documents_both_forms(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = capsys.readouterr().out
+    assert "--from-manifest" in text and "--components" in text and "FILE.png.json" in text
