@@ -31,10 +31,11 @@ Target: p95 < 300 ms for the interactive path on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
+
+from _common import machine, pin_threads  # bench/_common.py (the script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,36 +53,6 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p.parse_args(argv)
-
-
-def pin_threads(n: int) -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-        os.environ[var] = str(n)
-
-
-def machine() -> dict:
-    import platform
-
-    import cv2
-    import matplotlib
-    import numpy as np
-    import torch
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
-            "opencv": cv2.__version__, "opencv_threads": cv2.getNumThreads(), "matplotlib": matplotlib.__version__,
-            "platform": platform.platform()}
 
 
 def summary(ms: list[float]) -> dict:
