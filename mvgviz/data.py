@@ -91,11 +91,13 @@ class Category:
 
 
 def list_categories(root: str | os.PathLike) -> list[str]:
-    """Names of the folders under ``root`` that have a ``train/good`` folder, sorted."""
+    """Names of the folders under ``root`` that have a ``train/good`` folder, sorted; hidden
+    folders (``.name``, e.g. a demo category being written) are not categories."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root {str(root)!r} is not a folder")
-    return sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
+    return sorted(p.name for p in root.iterdir()
+                  if not p.name.startswith(".") and (p / "train" / "good").is_dir())
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -185,9 +185,10 @@ def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:
         return maps.astype(np.float32, copy=False)
     flat = np.ascontiguousarray(maps.reshape(n * k, h, w).transpose(1, 2, 0), dtype=np.float32)
     out = np.empty((n * k, size, size), dtype=np.float32)
-    for i in range(0, n * k, 512):  # OpenCV resizes at most 512 channels at once
-        chunk = cv2.resize(flat[:, :, i:i + 512], (size, size), interpolation=cv2.INTER_LINEAR)
-        out[i:i + 512] = chunk.reshape(size, size, -1).transpose(2, 0, 1)
+    step = 128  # OpenCV 5 resizes at most 128 channels at once (CV_CN_MAX; 512 in OpenCV 4)
+    for i in range(0, n * k, step):
+        chunk = cv2.resize(flat[:, :, i:i + step], (size, size), interpolation=cv2.INTER_LINEAR)
+        out[i:i + step] = chunk.reshape(size, size, -1).transpose(2, 0, 1)
     return out.reshape(n, k, size, size)
 
 
@@ -258,20 +259,11 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
     batch_size
         Images per backbone batch; changes memory and speed only.
     """
-    pre = preprocessing or Preprocessing()
     progress = progress or Progress()
-    spec = get_spec(backbone)
-    wanted = parse_layers(spec, layers)
-    wtag = weights_tag(backbone, weights)
-    rtag = reg_tag(reg)
     check_device(device)
-    store = cache if isinstance(cache, Store) else Store(cache)
-    cat = load_category(root, category)
-
-    base = {"kind": "layer", "dataset": cat.fingerprint, "category": cat.name, "backbone": backbone,
-            "weights": wtag, "preprocessing": pre.tag(), "reg": rtag, "version": __version__}
-    keys = {l.name: store_key(base, l.name) for l in wanted}
-    entries = {name: store.get(k) for name, k in keys.items()}
+    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing)
+    pre, wanted, wtag, rtag, store, cat, base, keys, entries = (
+        look.pre, look.wanted, look.wtag, look.rtag, look.store, look.cat, look.base, look.keys, look.entries)
     missing = [l for l in wanted if entries[l.name] is None]
     if missing:  # before decoding anything: no weights, no work and no cache entry
         check_weights_available(backbone, weights)
@@ -296,6 +288,51 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
                  timings=dict(progress.timings), computed_layers=tuple(l.name for l in todo))
 
 
+@dataclass(frozen=True)
+class _Lookup:
+    pre: Preprocessing
+    wanted: tuple
+    wtag: str
+    rtag: str
+    store: Store
+    cat: Category
+    base: dict
+    keys: dict
+    entries: dict
+
+
+def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing) -> _Lookup:
+    """Validate the options and find the cache entries of every wanted layer (None = missing)."""
+    pre = preprocessing or Preprocessing()
+    spec = get_spec(backbone)
+    wanted = parse_layers(spec, layers)
+    wtag = weights_tag(backbone, weights)
+    rtag = reg_tag(reg)
+    store = cache if isinstance(cache, Store) else Store(cache)
+    cat = load_category(root, category)
+    base = {"kind": "layer", "dataset": cat.fingerprint, "category": cat.name, "backbone": backbone,
+            "weights": wtag, "preprocessing": pre.tag(), "reg": rtag, "version": __version__}
+    keys = {l.name: store_key(base, l.name) for l in wanted}
+    entries = {name: store.get(k) for name, k in keys.items()}
+    return _Lookup(pre, wanted, wtag, rtag, store, cat, base, keys, entries)
+
+
+def load(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet_lite0",
+         layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
+         cache: str | os.PathLike | Store | None = None,
+         preprocessing: Preprocessing | None = None) -> Model | None:
+    """The model from the cache, or None if any part of it is not cached. Never computes,
+    never waits on a lock, never imports torch: a cheap check for viewers. Same options as
+    :func:`fit` (a cache entry from another mvgviz version is a miss: None)."""
+    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing)
+    data = look.store.get(_data_key(look.cat, look.pre)[0])
+    if data is None or any(e is None for e in look.entries.values()):
+        return None
+    return Model(root=Path(root), category=look.cat.name, backbone=backbone, weights=look.wtag, reg=look.rtag,
+                 preprocessing=look.pre, data=CategoryArrays(data),
+                 layers={l.name: LayerModel(l, look.entries[l.name], look.pre.crop) for l in look.wanted})
+
+
 def store_key(base: dict, layer: str) -> str:
     return make_key({**base, "layer": layer})
 
@@ -310,10 +347,14 @@ def _import_compute_stack(progress: Progress) -> None:
         import torch  # noqa: F401
 
 
-def _ensure_data(store: Store, cat: Category, pre: Preprocessing, progress: Progress) -> CategoryArrays:
+def _data_key(cat: Category, pre: Preprocessing) -> tuple[str, dict]:
     parts = {"kind": "data", "dataset": cat.fingerprint, "category": cat.name,
              "preprocessing": pre.tag(), "version": __version__}
-    key = make_key(parts)
+    return make_key(parts), parts
+
+
+def _ensure_data(store: Store, cat: Category, pre: Preprocessing, progress: Progress) -> CategoryArrays:
+    key, parts = _data_key(cat, pre)
     entry = store.get(key)
     if entry is None:
         with store.lock(key):

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny MVTec-layout data sets written with OpenCV."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -8,6 +9,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# No test may write into the repository's cache/ (or a developer's $MVGVIZ_CACHE): a test that
+# forgets --cache lands in a throw-away folder.
+os.environ["MVGVIZ_CACHE"] = tempfile.mkdtemp(prefix="mvgviz-test-default-cache-")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

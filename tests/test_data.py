@@ -147,3 +147,9 @@ def test_unknown_category_lists_known(tiny_root):
 def test_missing_root(tmp_path):
     with pytest.raises(DataError, match=r"--data.*not a folder"):
         load_category(tmp_path / "absent", "x")
+
+
+def test_hidden_folders_are_not_categories(tmp_path):
+    write_category(tmp_path, "widget")
+    write_category(tmp_path, ".widget.partial-123")
+    assert list_categories(tmp_path) == ["widget"]

@@ -159,3 +159,18 @@ def test_upsample_maps_is_opencv_bilinear():
     np.testing.assert_allclose(out[1, 2], cv2.resize(maps[1, 2], (224, 224), interpolation=cv2.INTER_LINEAR),
                                rtol=1e-6, atol=1e-7)
     assert out.shape == (2, 3, 224, 224) and out.dtype == np.float32
+
+
+def test_load_reads_the_cache_without_computing_or_importing_torch(tiny, tmp_path):
+    import subprocess
+    import sys
+    root, cache, model = tiny
+    assert pipeline.load(root, "widget", layers=LAYERS, cache=tmp_path / "empty") is None
+    assert pipeline.load(root, "widget", layers="_blocks[2]", cache=cache) is None  # a layer not fitted
+    m = pipeline.load(root, "widget", layers=LAYERS, cache=cache)
+    assert m.report() == model.report()
+    code = ("import sys; from mvgviz.pipeline import load; "
+            f"m = load({str(root)!r}, 'widget', layers={LAYERS!r}, cache={str(cache)!r}); "
+            "print(m is not None, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]

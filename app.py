@@ -1,0 +1,457 @@
+"""mvgviz viewer: explore Gaussian anomaly-detection models component by component.
+
+    streamlit run app.py                                  # demo data, generated on first start
+    streamlit run app.py -- --data ROOT [--data ROOT2] --cache DIR [--no-autofit]
+    MVGVIZ_DATA=ROOT MVGVIZ_CACHE=DIR streamlit run app.py
+
+Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
+AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
+(one pixel's M2 split into components). The script only wires widgets to library calls:
+fitting runs in background jobs (:mod:`mvgviz.jobs`), figures come from
+:mod:`mvgviz.render` and :mod:`mvgviz.inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+import streamlit as st
+
+from mvgviz import __version__
+from mvgviz import jobs as J
+from mvgviz.backbones import BACKBONES
+from mvgviz.inspect import (argmax_pixel, component_chart, decompose_pixel, decomposition_figure, m2_figure,
+                            pixel_from_selection)
+from mvgviz.render import (ANY_DEFECT, SCALES, GridSpec, grid_data, parse_components, parse_images,
+                           render_raster)
+
+APP_DIR = Path(__file__).resolve().parent
+PAGES = ("Overview", "Components", "Grid", "Inspect")
+SPLITS = ("test", "train")
+OTHER = "other folder ..."
+POLL_S = 1.0
+
+st.set_page_config(page_title="mvgviz", page_icon=":material/grid_view:", layout="wide")
+
+
+@st.cache_resource
+def registry() -> J.Jobs:
+    """Background jobs and the fitted models, shared by every session of this server."""
+    return J.Jobs(slots=1)
+
+
+def config() -> J.AppConfig:
+    return J.parse_app_args(sys.argv[1:], app_dir=APP_DIR)
+
+
+def md(text) -> str:
+    """Engine messages shown literally (paths with _, globs with *, layer names with [ ])."""
+    return J.escape_markdown(str(text))
+
+
+def init_state(**defaults) -> None:
+    for k, v in defaults.items():
+        if k not in st.session_state:
+            st.session_state[k] = v
+
+
+# ---------------------------------------------------------------------------------------
+# Progress of background jobs
+# ---------------------------------------------------------------------------------------
+
+@st.fragment(run_every=POLL_S)
+def job_progress(job_key: tuple, title: str, *, bar: bool = True) -> None:
+    """Poll a background job every second: a progress bar (or a line of text) while it is
+    queued or running, then a rerun of the whole page once it has finished."""
+    job = registry().get(job_key)
+    s = job.status() if job is not None else None
+    if s is None or not s.active:
+        st.rerun()
+    what = "waiting for another fit to finish" if s.state == J.QUEUED else (s.step or "starting")
+    text = f"{title}: {what} ({s.fraction:.0%}, {s.elapsed:.0f} s)" if bar else f"{title} ({s.elapsed:.0f} s)"
+    if bar:
+        st.progress(min(s.fraction, 1.0), text=text)
+    else:
+        st.caption(text)
+
+
+# ---------------------------------------------------------------------------------------
+# Sidebar: data root, category, backbone, model status
+# ---------------------------------------------------------------------------------------
+
+def choose_root(cfg: J.AppConfig) -> tuple[Path | None, bool]:
+    """The data root chosen in the sidebar, resolved; (None, _) after an error.
+    The flag says whether it is a configured root (where demo data may be written)."""
+    options = [str(r) for r in cfg.roots] + [OTHER]
+    choice = st.sidebar.selectbox("Data root", options, key="root_choice",
+                                  help="Roots given with --data / MVGVIZ_DATA, and the demo folder.")
+    if choice != OTHER:
+        return Path(choice), True
+    typed = st.sidebar.text_input("Folder (inside an allowed root)", key="root_typed",
+                                  placeholder=str(cfg.roots[0]))
+    if not typed.strip():
+        st.info("Type a data folder in the sidebar (it must lie inside "
+                + ", ".join(f"`{a}`" for a in cfg.allowed) + ").")
+        return None, False
+    try:
+        return J.resolve_inside(typed, cfg.allowed), False
+    except J.PathNotAllowed as e:
+        st.sidebar.error("Refused: outside the allowed roots")
+        st.error(md(str(e)))
+        return None, False
+
+
+def demo_panel(root: Path) -> None:
+    jobs = registry()
+    job = J.demo_job(jobs, root)
+    s = job.status()
+    st.title("mvgviz")
+    if s.state == J.FAILED:
+        st.error(f"Writing the demo data set into `{root}` failed: {md(s.error)}")
+        if st.button("Retry"):
+            J.demo_job(jobs, root)
+            st.rerun()
+        return
+    st.info(f"First start: writing the generated demo data set (MVTec AD layout) into `{root}`. "
+            "The default model is fitted next.")
+    job_progress(job.key, "Demo data")
+
+
+def model_status(cfg: J.AppConfig, key: J.ModelKey, is_default: bool):
+    """Show the model's state (sidebar + page) and return the Model when it is ready."""
+    jobs = registry()
+    job = jobs.get(key.job_key())
+    if job is None:
+        probe = J.probe_model(jobs, key)
+        if probe.state == "cached":
+            job = jobs.get(key.job_key())
+        elif probe.state == "busy":
+            st.sidebar.info("Model: looking it up ...")
+            st.info(f"Looking up {key.label} in the cache ... (the first look-up of a fresh server loads "
+                    "PyTorch; if another process is fitting this model, this waits until it is done)")
+            job_progress(J.probe_key(key), "Looking up", bar=False)
+            return None
+        elif probe.state == "error":
+            st.sidebar.error("Model: cannot be fitted")
+            st.error(f"{key.label} cannot be fitted: {md(probe.error)}")
+            return None
+        elif cfg.autofit and is_default:
+            job = J.model_job(jobs, key, allowed=cfg.allowed)
+        else:
+            st.sidebar.warning("Model: not fitted yet")
+            st.subheader(f"{key.label} is not fitted yet")
+            for note in J.cache_notes(jobs.store(key.cache), key.root, key.category, key.backbone):
+                st.warning(md(note))
+            st.write(f"Fitting reads the category's images once, runs {key.backbone} and fits one "
+                     "Gaussian per layer; the results go into the cache. The page stays usable meanwhile.")
+            if st.button(f"Fit {key.label}", type="primary", key="fit_button"):
+                J.model_job(jobs, key, allowed=cfg.allowed)
+                st.rerun()
+            return None
+    s = job.status()
+    if s.state == J.DONE:
+        model = job.result
+        st.sidebar.success(f"Model: {len(model.layers)} layers fitted")
+        return model
+    if s.state == J.FAILED:
+        st.sidebar.error("Model: fit failed")
+        st.error(f"Fitting {key.label} failed: {md(s.error)}")
+        if st.button("Retry the fit", key="retry_button"):
+            J.model_job(jobs, key, allowed=cfg.allowed)
+            st.rerun()
+        return None
+    st.sidebar.info(f"Model: {s.state} ...")
+    st.subheader(f"Fitting {key.label}")
+    st.caption("Runs in the background: you can pick another category or backbone meanwhile; "
+               "this page fills in when the fit is done.")
+    job_progress(job.key, f"Fitting {key.label}")
+    return None
+
+
+def jobs_box() -> None:
+    statuses = [s for s in registry().statuses() if s.key and s.key[0] in ("fit", "demo")]
+    active = [s for s in statuses if s.active]
+    with st.sidebar.expander(f"Background jobs ({len(active)} active)", expanded=False):
+        if not statuses:
+            st.caption("none")
+        for s in statuses:
+            line = f"**{s.label}**: {s.state}"
+            if s.active:
+                line += f" {s.fraction:.0%}"
+            if s.error:
+                line += f" ({s.error[:80]})"
+            st.markdown(line)
+
+
+# ---------------------------------------------------------------------------------------
+# Pages
+# ---------------------------------------------------------------------------------------
+
+def page_overview(model, layer) -> None:
+    st.header(f"Overview: {model.category} / {model.backbone}")
+    d = model.data
+    types = d.defect_types("test")
+    kinds = sorted(set(types))
+    st.caption(f"weights {model.weights} | covariance regulariser {model.reg} | input "
+               f"{model.image_size}x{model.image_size} | {len(d.files('train'))} train images | "
+               f"{len(types)} test images ({', '.join(f'{t} {types.count(t)}' for t in kinds)}) | "
+               f"data `{model.root}`")
+    st.dataframe(J.overview_table(model), hide_index=True, width="stretch",
+                 column_config={**{k: st.column_config.NumberColumn(format="%.3f")
+                                   for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")},
+                                **{k: st.column_config.NumberColumn(format="%.1f")
+                                   for k in ("max y2 (test)", "p99 of all y2 (test)", "p99 of M2 (test)")}})
+    st.caption("Metrics on the test split. AUPR = average precision; AUPRO integrated up to FPR 0.3. "
+               "On train data every whitened component is standard normal, so 99.7 % of y2 values lie in "
+               "[0, 9] if the features were Gaussian: the last columns show how far the test values go.")
+    for note in J.overview_notes(model):
+        st.markdown(f"- {note}")
+
+
+def page_components(model, layer) -> None:
+    st.header(f"Components of {layer.name}")
+    st.caption(f"{layer.channels} whitened components, index 0 = smallest eigenvalue. "
+               "Single-component AUROC = pixel AUROC of the upsampled y2_c map on the test split. "
+               "Click a column header to sort; tick rows to send them to the grid.")
+    c = layer.channels
+    init_state(comp_mode="best k", comp_k=4, comp_indices="0-3")
+    left, right = st.columns([2, 1], gap="medium")
+    with right:
+        st.subheader("Selection for the grid")
+        st.radio("Choose", ["best k", "worst k", "indices"], key="comp_mode", horizontal=True,
+                 on_change=send_components, args=(layer.name,), persist_state="session")
+        st.number_input("k", min_value=1, max_value=c, step=1, key="comp_k",
+                        on_change=send_components, args=(layer.name,), persist_state="session")
+        st.text_input("Indices (e.g. 12,40 or 3-7)", key="comp_indices",
+                      on_change=send_components, args=(layer.name,), persist_state="session")
+        text = st.session_state.get("grid_components", "best:4")
+        try:
+            sel = parse_components(text, layer)
+            st.success(f"Grid components: `{text}` = " + ", ".join(f"c {i}" for i in sel))
+        except ValueError as e:
+            st.error(f"Grid components `{text}`: {md(e)}")
+        st.plotly_chart(component_chart(layer), key="comp_chart")
+    with left:
+        event = st.dataframe(J.component_table(layer), hide_index=True, width="stretch", height=560,
+                             key="comp_table", on_select="rerun", selection_mode="multi-row",
+                             column_config={"AUROC": st.column_config.NumberColumn(format="%.4f"),
+                                            **{k: st.column_config.NumberColumn(format="%.2f") for k in
+                                               ("p99 y2 test", "p99 y2 train", "mean y2 test")}})
+        rows = list(event.selection.rows) if event is not None else []
+        if rows and st.button(f"Use the {len(rows)} selected rows in the grid", key="comp_use_rows"):
+            st.session_state["grid_components"] = ",".join(str(int(r)) for r in rows)
+            st.rerun()
+
+
+def send_components(layer_name: str) -> None:
+    mode = st.session_state.get("comp_mode", "best k")
+    if mode == "indices":
+        st.session_state["grid_components"] = st.session_state.get("comp_indices", "0")
+    else:
+        st.session_state["grid_components"] = f"{mode.split()[0]}:{int(st.session_state.get('comp_k', 4))}"
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def grid_view(job_key: tuple, spec_json: str) -> dict:
+    """Raster and scale of a grid, cached per (model, spec): a change re-reads only the
+    chosen images and components from the cache's memory maps."""
+    model = registry().get(job_key).result
+    data = grid_data(model, GridSpec.from_dict(json.loads(spec_json)))
+    return {"raster": render_raster(data), "vmax": [float(v) for v in data.vmax],
+            "columns": list(data.column_labels), "note": data.scale_note}
+
+
+def grid_spec(model, layer, split: str) -> GridSpec | None:
+    """The grid's controls; returns the spec, or None after showing an error."""
+    n = len(model.data.files(split))
+    types = model.data.defect_types(split)
+    choices = J.image_choices(types)
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
+    filt = c1.selectbox("Images of type", choices, index=choices.index(ANY_DEFECT) if ANY_DEFECT in choices else 0,
+                        key=f"grid_filter_{split}", persist_state="session")
+    images_text = c2.text_input("Images (0,5,9 | 3-7 | all | random:N)", key="grid_images",
+                                persist_state="session")
+    seed = c3.number_input("Seed", min_value=0, step=1, key="grid_seed", persist_state="session")
+    comps_text = c4.text_input("Components (best:N | worst:N | 12,40 | 3-7)", key="grid_components",
+                               persist_state="session")
+    c5, c6, c7, c8, c9 = st.columns([3, 1.3, 1.3, 1.3, 2])
+    scale = c5.radio("Colour scale (max = 99th percentile)", SCALES, horizontal=True, key="grid_scale",
+                     persist_state="session")
+    show_m2 = c6.toggle("M2 column", key="grid_m2", persist_state="session")
+    show_image = c7.toggle("Show image", key="grid_show_image", persist_state="session")
+    outline = c8.toggle("GT outline", key="grid_outline", persist_state="session")
+    alpha = c9.slider("Heatmap alpha", 0.0, 1.0, step=0.05, key="grid_alpha", persist_state="session",
+                      disabled=not show_image)
+    try:
+        defect = None if filt == "all images" else filt
+        images = parse_images(images_text, n, defect_types=types, defect=defect, seed=int(seed))
+        if len(images) > 16:
+            st.warning(f"{len(images)} images selected: showing the first 16.")
+            images = images[:16]
+        comps = parse_components(comps_text, layer)
+        if len(comps) > 16:
+            st.warning(f"{len(comps)} components selected: showing the first 16.")
+            comps = comps[:16]
+        return GridSpec(layer=layer.name, split=split, images=images, components=comps, scale=scale,
+                        show_m2=show_m2, show_image=show_image, outline=outline, alpha=float(alpha))
+    except ValueError as e:
+        st.error(md(str(e)))
+        return None
+
+
+def page_grid(model, layer, split: str, job_key: tuple) -> None:
+    st.header(f"Grid: {layer.name}, {split} split")
+    spec = grid_spec(model, layer, split)
+    if spec is None:
+        return
+    try:
+        view = grid_view(job_key, json.dumps(spec.to_dict(), sort_keys=True))
+    except (ValueError, KeyError, OSError) as e:
+        st.error(f"Cannot draw this grid: {md(J.error_message(e))}")
+        return
+    st.image(view["raster"], output_format="PNG")
+    st.caption(view["note"])
+    with st.expander("Colour scale of each column", expanded=False):
+        st.dataframe({"column": view["columns"], "max (colour scale)": view["vmax"],
+                      "scale": [spec.scale if c != "M2" else "M2" for c in view["columns"]]},
+                     hide_index=True, key="grid_scale_table")
+    st.subheader("Export")
+    st.caption("Publication figure (matplotlib) of the grid above, and its JSON manifest "
+               "(`mvgviz` can redraw the figure from it).")
+    stem = J.export_name(model, spec)
+    cols = st.columns(4)
+    for col, fmt in zip(cols, J.EXPORT_FORMATS):
+        col.download_button(f"Download {fmt.upper()}", data=_export_callable(model, spec, fmt),
+                            file_name=f"{stem}.{fmt}", mime=J.MIME[fmt], on_click="ignore",
+                            key=f"export_{fmt}", icon=":material/download:")
+    cols[3].download_button("Download manifest (JSON)", data=lambda: J.grid_manifest_bytes(model, spec),
+                            file_name=f"{stem}.json", mime=J.MIME["json"], on_click="ignore",
+                            key="export_json", icon=":material/data_object:")
+
+
+def _export_callable(model, spec, fmt):
+    return lambda: J.grid_file_bytes(model, spec, fmt)
+
+
+def page_inspect(model, layer, split: str) -> None:
+    st.header(f"Inspect a pixel: {layer.name}, {split} split")
+    types = model.data.defect_types(split)
+    n = len(types)
+    image = st.selectbox("Image", list(range(n)), format_func=lambda i: f"{i} | {types[i]}",
+                         key=f"insp_image_{split}", persist_state="session",
+                         index=next((i for i, t in enumerate(types) if t != "good"), 0))
+    s = model.image_size
+    where = (layer.name, split, int(image))
+    if st.session_state.get("insp_where") != where:      # a new image: start at its M2 maximum
+        r, c = argmax_pixel(layer, split, int(image))
+        st.session_state.update(insp_row=r, insp_col=c, insp_where=where)
+    left, right = st.columns([1, 1], gap="large")
+    with left:
+        overlay = st.toggle("Image under the map", value=True, key="insp_overlay")
+        row, col = int(st.session_state["insp_row"]), int(st.session_state["insp_col"])
+        fig = m2_figure(layer, split, int(image), rgb=model.data.images(split)[int(image)] if overlay else None,
+                        pixel=(row, col))
+        st.plotly_chart(fig, key="insp_chart", on_select=partial(on_pixel_click, s), selection_mode="points",
+                        config={"displayModeBar": False})
+        st.caption("Click the map to pick a pixel (or type it below). It starts at the image's M2 maximum.")
+        c1, c2 = st.columns(2)
+        c1.number_input("Row", min_value=0, max_value=s - 1, step=1, key="insp_row")
+        c2.number_input("Col", min_value=0, max_value=s - 1, step=1, key="insp_col")
+    with right:
+        top = st.slider("Components listed", 1, min(32, layer.channels), 8, key="insp_top")
+        decomp = decompose_pixel(layer, split, int(image), int(st.session_state["insp_row"]),
+                                 int(st.session_state["insp_col"]), top=int(top))
+        st.plotly_chart(decomposition_figure(decomp), key="insp_bars")
+        m1, m2, m3 = st.columns(3)
+        m1.metric("M2 at the pixel", f"{decomp.m2:.4g}")
+        m2.metric(f"Share of the top {len(decomp.top)}", f"{decomp.top_share:.1%}")
+        m3.metric("Feature cell", f"{decomp.feature_cell[0]}, {decomp.feature_cell[1]}",
+                  help=f"{decomp.feature_size[0]}x{decomp.feature_size[1]} map: one cell = "
+                       f"{decomp.stride}x{decomp.stride} input pixels")
+        st.dataframe(J.decomposition_table(decomp, layer), hide_index=True, width="stretch",
+                     key="insp_table")
+        try:
+            current = parse_components(st.session_state.get("grid_components", ""), layer)
+        except ValueError:
+            current = ()
+        st.button("Add these components to the grid", key="insp_add", on_click=add_to_grid,
+                  args=(J.merge_components(current, decomp.top),), type="primary")
+        if st.session_state.get("insp_added"):
+            st.success(f"Grid components: `{st.session_state['insp_added']}`")
+
+
+def on_pixel_click(size: int) -> None:
+    p = pixel_from_selection(st.session_state.get("insp_chart"), size)
+    if p is not None:
+        st.session_state["insp_row"], st.session_state["insp_col"] = p
+
+
+def add_to_grid(text: str) -> None:
+    st.session_state["grid_components"] = text
+    st.session_state["insp_added"] = text
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+
+def main() -> None:
+    cfg = config()
+    # the grid's selection, shared by the Components, Grid and Inspect pages
+    init_state(grid_images="random:4", grid_seed=0, grid_components="best:4", grid_scale=SCALES[0],
+               grid_m2=True, grid_show_image=True, grid_outline=True, grid_alpha=0.5)
+    st.sidebar.title("mvgviz")
+    page = st.sidebar.radio("Page", PAGES, key="page", bind="query-params")
+    root, configured = choose_root(cfg)
+    if root is None:
+        return
+    if configured and (J.needs_demo_data(root) or J.demo_running(registry(), root)):
+        demo_panel(root)
+        return
+    try:
+        cats = J.discover_categories(root, cfg.allowed)
+    except (J.DataError, OSError) as e:
+        st.error(md(J.error_message(e)))
+        return
+    for _, why in cats.skipped:
+        st.sidebar.warning(f"Skipped category {md(why)}")
+    if not cats.names:
+        st.error(md(J.no_category_message(root)))
+        return
+    category = st.sidebar.selectbox("Category", cats.names, key=f"category::{root}")
+    backbones = list(BACKBONES)
+    backbone = st.sidebar.selectbox("Backbone", backbones, index=backbones.index(J.DEFAULT_BACKBONE),
+                                    key="backbone")
+    key = J.ModelKey(str(root), category, backbone, str(cfg.cache))
+    model = model_status(cfg, key, is_default=(category == cats.names[0] and backbone == J.DEFAULT_BACKBONE))
+    if model is None:
+        jobs_box()
+        st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
+        return
+    names = list(model.layers)
+    best = max(range(len(names)), key=lambda i: model.layers[names[i]].metrics["pixel_auroc"])
+    layer_name = st.sidebar.selectbox("Layer", names, index=best, key=f"layer::{backbone}",
+                                      format_func=lambda n: f"{n} ({model.layers[n].channels} @ "
+                                                            f"{model.layers[n].feature_size[0]}x"
+                                                            f"{model.layers[n].feature_size[1]})")
+    split = st.sidebar.radio("Split", SPLITS, key="split", horizontal=True)
+    jobs_box()
+    st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
+    layer = model.layer(layer_name)
+    try:
+        if page == "Overview":
+            page_overview(model, layer)
+        elif page == "Components":
+            page_components(model, layer)
+        elif page == "Grid":
+            page_grid(model, layer, split, key.job_key())
+        else:
+            page_inspect(model, layer, split)
+    except (ValueError, KeyError, OSError) as e:  # e.g. a cache entry removed under the viewer
+        st.error(f"{page}: {md(J.error_message(e))}")
+
+
+main()

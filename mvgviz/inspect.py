@@ -1,0 +1,356 @@
+"""Inspect one pixel: how much each whitened component contributes to its M2 value.
+
+The anomaly map of a layer is ``M2 = sum_c y2_c`` with ``y2_c = Y_c**2`` at feature
+resolution, upsampled bilinear (OpenCV ``INTER_LINEAR``) to the input size. Bilinear
+upsampling is linear, so at every input pixel ``(row, col)``::
+
+    M2_up[row, col] = sum_c y2_c_up[row, col]
+
+(up to float rounding). :func:`decompose_pixel` computes every ``y2_c_up[row, col]``
+without upsampling whole maps: OpenCV's bilinear resize is separable, so the value at
+``(row, col)`` is ``wy[row] @ y2_c @ wx[col]`` with the per-axis weight rows taken from
+OpenCV itself (:func:`axis_weights`); only the image's ``(C, h, w)`` features are read.
+
+:func:`m2_figure` and :func:`decomposition_figure` return Plotly figures for the viewer.
+Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Mapping
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from .pipeline import LayerModel
+
+SPLITS = ("train", "test")
+
+
+def colorscale(n: int = 32) -> list[list]:
+    """Plotly colour scale with matplotlib's inferno colours (the grid's own table,
+    :func:`mvgviz.render.colormap_lut`), ``n`` evenly spaced stops."""
+    from .render import CMAP, colormap_lut
+    lut = colormap_lut(CMAP)
+    idx = np.linspace(0, 255, n).round().astype(int)
+    return [[float(i / 255.0), f"rgb({lut[i, 0]},{lut[i, 1]},{lut[i, 2]})"] for i in idx]
+
+
+
+@lru_cache(maxsize=32)
+def axis_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float64 weights of OpenCV's bilinear resize along one axis.
+
+    Row ``r`` holds the weights of the input samples that make output sample ``r``;
+    obtained by resizing an identity matrix with ``cv2.resize(..., INTER_LINEAR)``, so
+    they are OpenCV's own (half-pixel centres, edge replication).
+    """
+    eye = np.eye(n_in, dtype=np.float32)                                      # (n_in, n_in)
+    w = cv2.resize(eye, (n_in, n_out), interpolation=cv2.INTER_LINEAR)        # (n_out, n_in)
+    w = w.astype(np.float64)
+    w.setflags(write=False)
+    return w
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def _n_images(layer: "LayerModel", split: str) -> int:
+    return int(layer.entry.array(f"m2_{split}").shape[0])
+
+
+def _check_image(layer: "LayerModel", split: str, image: int) -> int:
+    n = _n_images(layer, split)
+    if isinstance(image, (bool, np.bool_)) or not isinstance(image, (int, np.integer)) or not 0 <= image < n:
+        raise ValueError(f"`image` must be an index in 0..{n - 1} of the {split} split, got {image!r}")
+    return int(image)
+
+
+def _check_pixel(layer: "LayerModel", row: int, col: int) -> tuple[int, int]:
+    s = int(layer.image_size)
+    for name, v in (("row", row), ("col", col)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 0 <= v < s:
+            raise ValueError(f"`{name}` must be a pixel index in 0..{s - 1} (input size {s}x{s}), got {v!r}")
+    return int(row), int(col)
+
+
+@dataclass(frozen=True)
+class PixelDecomposition:
+    """The M2 value of one input pixel and its split into components.
+
+    Attributes
+    ----------
+    layer, split, image, row, col
+        Where: layer name, split, image index, pixel (row, col) in the input (S x S).
+    m2
+        The upsampled M2 map at the pixel (``LayerModel.m2(split, [image])[0, row, col]``).
+    y2
+        (C,) float64: the upsampled ``y2_c`` maps of all C components at the pixel
+        (``LayerModel.y2(split, [image])[0, :, row, col]``); ``y2.sum() == m2`` up to
+        float rounding.
+    top
+        The ``top`` component indices with the largest contributions, largest first
+        (ties: lower index first).
+    feature_cell
+        (i, j): the feature-map cell nearest to the pixel (cell = ``stride`` x ``stride``
+        input pixels).
+    feature_size
+        (h, w) of the layer's feature map.
+    stride
+        Input pixels per feature cell along one axis (``S // h``).
+    """
+
+    layer: str
+    split: str
+    image: int
+    row: int
+    col: int
+    m2: float
+    y2: np.ndarray
+    top: tuple[int, ...]
+    feature_cell: tuple[int, int]
+    feature_size: tuple[int, int]
+    stride: int
+
+    @property
+    def total(self) -> float:
+        """Sum of all contributions (equals ``m2`` up to rounding)."""
+        return float(self.y2.sum())
+
+    @property
+    def shares(self) -> np.ndarray:
+        """(C,) fraction of M2 contributed by each component; sums to 1 (0 if M2 is 0)."""
+        t = self.total
+        return self.y2 / t if t > 0 else np.zeros_like(self.y2)
+
+    @property
+    def top_values(self) -> np.ndarray:
+        return self.y2[list(self.top)]
+
+    @property
+    def top_share(self) -> float:
+        """Fraction of M2 explained by the ``top`` components."""
+        return float(self.shares[list(self.top)].sum())
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "split": self.split, "image": self.image, "row": self.row,
+                "col": self.col, "m2": self.m2, "top": list(self.top),
+                "top_values": self.top_values.tolist(), "top_share": self.top_share,
+                "feature_cell": list(self.feature_cell), "feature_size": list(self.feature_size),
+                "stride": self.stride}
+
+
+def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: int, *,
+                    top: int = 8) -> PixelDecomposition:
+    """Split the M2 value of input pixel ``(row, col)`` of one image into components.
+
+    Parameters
+    ----------
+    layer
+        A fitted :class:`~mvgviz.pipeline.LayerModel`.
+    split
+        ``"test"`` or ``"train"``.
+    image
+        Image index in the split.
+    row, col
+        Pixel of the (S x S) network input, 0-based.
+    top
+        How many of the largest contributions to list (1..C).
+
+    Returns
+    -------
+    PixelDecomposition
+        With the contributions of all C components (reads only this image's features).
+    """
+    _check_split(split)
+    image = _check_image(layer, split, image)
+    row, col = _check_pixel(layer, row, col)
+    c = int(layer.channels)
+    if isinstance(top, (bool, np.bool_)) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"`top` must be an integer >= 1, got {top!r}")
+    top = min(int(top), c)
+    s = int(layer.image_size)
+    y2 = np.square(layer.y(split, [image])[0])                         # (C, h, w) float32, as LayerModel.y2
+    h, w = y2.shape[1:]
+    wy, wx = axis_weights(h, s)[row], axis_weights(w, s)[col]          # (h,), (w,)
+    contrib = np.einsum("i,cij,j->c", wy, y2.astype(np.float64), wx)   # (C,)
+    m2_feat = layer.m2(split, [image], upsampled=False)[0]             # (h, w)
+    m2 = float(wy @ m2_feat.astype(np.float64) @ wx)
+    order = np.lexsort((np.arange(c), -contrib))[:top]
+    stride = s // max(h, 1)
+    cell = (min(row * h // s, h - 1), min(col * w // s, w - 1))
+    return PixelDecomposition(layer=layer.name, split=split, image=image, row=row, col=col, m2=m2,
+                              y2=contrib, top=tuple(int(i) for i in order), feature_cell=cell,
+                              feature_size=(int(h), int(w)), stride=int(stride))
+
+
+def argmax_pixel(layer: "LayerModel", split: str, image: int) -> tuple[int, int]:
+    """(row, col) of the largest upsampled M2 value of an image (the image score's pixel)."""
+    _check_split(split)
+    image = _check_image(layer, split, image)
+    m2 = layer.m2(split, [image])[0]                                   # (S, S)
+    r, c = np.unravel_index(int(np.argmax(m2)), m2.shape)
+    return int(r), int(c)
+
+
+def pixel_from_selection(selection: Any, size: int) -> tuple[int, int] | None:
+    """The (row, col) a person clicked, from ``st.plotly_chart(..., on_select=...)``'s
+    selection state (``{"points": [{"x": col, "y": row, ...}, ...]}``); None if nothing
+    usable was selected. Coordinates are rounded and must lie in 0..size-1."""
+    if selection is None:
+        return None
+    if isinstance(selection, Mapping):
+        sel = selection.get("selection", selection)
+    else:
+        sel = getattr(selection, "selection", selection)
+    points = sel.get("points") if isinstance(sel, Mapping) else getattr(sel, "points", None)
+    if not points:
+        return None
+    p = points[-1]
+    try:
+        x, y = float(p["x"]), float(p["y"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    r, c = int(round(y)), int(round(x))
+    if not (0 <= r < size and 0 <= c < size):
+        return None
+    return r, c
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """(H, W, 3) uint8 RGB -> ``data:image/png;base64,...`` (compact for Plotly's go.Image)."""
+    import base64
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.asarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("cannot encode the image as PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | None = None,
+              pixel: tuple[int, int] | None = None, clickable: bool = True, click_stride: int = 2,
+              alpha: float = 0.5, height: int = 500) -> "go.Figure":
+    """Plotly heatmap of the upsampled M2 map of one image.
+
+    Colour scale ``Inferno`` from 0 to ``m2_p99``, the 99th percentile of all M2 values of
+    the split (:meth:`LayerModel.stats`), written in the title and on the colour bar;
+    values above are clipped to the top colour. Hovering shows row, col and the M2 value.
+
+    Parameters
+    ----------
+    rgb
+        (S, S, 3) uint8 image: the map is then shown alpha-blended over it, with the
+        grid's colours (:func:`mvgviz.render.heat_rgb`, :func:`mvgviz.render.blend`); the
+        heatmap trace stays (transparent) for hovering.
+    pixel
+        (row, col) marked with a cross.
+    clickable
+        Add an invisible grid of points (every ``click_stride`` pixels) so that a click
+        selects a pixel in ``st.plotly_chart(on_select=...)`` (Streamlit reports no
+        selection for heatmap traces).
+    alpha
+        Heatmap weight of the blend (METHOD.md: 0.5).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Traces: [image], heatmap ``"M2"``, [click points ``"pixels"``], colour bar, [marker].
+    """
+    import plotly.graph_objects as go
+
+    from .render import blend, heat_rgb
+    _check_split(split)
+    image = _check_image(layer, split, image)
+    m2 = layer.m2(split, [image])[0]                                   # (S, S)
+    s = m2.shape[0]
+    zmax = float(layer.stats(split).m2_p99)
+    fig = go.Figure()
+    if rgb is not None:
+        heat = heat_rgb(m2[None], np.array([max(zmax, 1e-12)]))[0]       # (S, S, 3)
+        fig.add_trace(go.Image(source=png_data_uri(blend(np.asarray(rgb, dtype=np.uint8), heat, alpha)),
+                               hoverinfo="skip", name="overlay"))
+    fig.add_trace(go.Heatmap(
+        z=m2, zmin=0.0, zmax=zmax, colorscale=colorscale(), showscale=False,
+        opacity=0.0 if rgb is not None else 1.0,
+        hovertemplate="row %{y}, col %{x}<br>M2 %{z:.4g}<extra></extra>", name="M2"))
+    if clickable:
+        step = max(int(click_stride), 1)
+        rr, cc = np.mgrid[0:s:step, 0:s:step]
+        rr, cc = rr.ravel(), cc.ravel()
+        fig.add_trace(go.Scattergl(
+            x=cc.astype(np.int16), y=rr.astype(np.int16), mode="markers",
+            marker=dict(size=max(step * 3, 4), opacity=0.0, color="white"),
+            customdata=m2[rr, cc].astype(np.float32),
+            hovertemplate="row %{y}, col %{x}<br>M2 %{customdata:.4g}<extra>click to inspect</extra>",
+            name="pixels", showlegend=False))
+    # the colour bar, on a trace of its own so that it keeps full colour in overlay mode
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="scale",
+        marker=dict(colorscale=colorscale(), cmin=0.0, cmax=zmax, color=[0.0], showscale=True,
+                    colorbar=dict(title=dict(text="M2"), thickness=14))))
+    if pixel is not None:
+        r, c = pixel
+        fig.add_trace(go.Scatter(x=[c], y=[r], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=dict(symbol="x-thin-open", size=16, line=dict(width=2, color="cyan")),
+                                 name="pixel"))
+    fig.update_layout(
+        title=dict(text=(f"M2 of {split} image {image}, layer {layer.name} "
+                         f"({layer.feature_size[0]}x{layer.feature_size[1]} upsampled to {s}x{s})<br>"
+                         f"<span style='font-size:12px'>inferno, 0 .. {zmax:.4g} = 99th percentile of M2 "
+                         f"over the {split} split; above: top colour</span>"), font=dict(size=14)),
+        height=height, margin=dict(l=10, r=10, t=70, b=10), dragmode=False, clickmode="event+select",
+        plot_bgcolor="white", hovermode="closest")
+    fig.update_xaxes(range=[-0.5, s - 0.5], showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(range=[s - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x", constrain="domain")
+    return fig
+
+
+def decomposition_figure(decomp: PixelDecomposition, *, height: int = 380) -> "go.Figure":
+    """Bar chart of the ``top`` contributions ``y2_c`` at the pixel, largest first, each
+    labelled with its share of M2; the title gives M2, the share the top components
+    explain and what the others add."""
+    import plotly.graph_objects as go
+    top = list(decomp.top)
+    shares = decomp.shares
+    share = [float(shares[c]) for c in top]
+    n_rest = len(decomp.y2) - len(top)
+    rest = f"; the other {n_rest} add {max(1.0 - decomp.top_share, 0.0) * 100:.1f}%" if n_rest else ""
+    fig = go.Figure(go.Bar(
+        x=[f"c {c}" for c in top], y=decomp.top_values, marker_color="#d9480f",
+        customdata=np.asarray(share) * 100, text=[f"{p * 100:.1f}%" for p in share],
+        textposition="outside", cliponaxis=False,
+        hovertemplate="%{x}<br>y2 = %{y:.4g}<br>%{customdata:.1f}% of M2<extra></extra>"))
+    fig.update_layout(
+        title=dict(text=(f"Pixel (row {decomp.row}, col {decomp.col}) of {decomp.split} image {decomp.image}, "
+                         f"{decomp.layer}: M2 = {decomp.m2:.4g}<br><span style='font-size:12px'>the top {len(top)} "
+                         f"components explain {decomp.top_share * 100:.1f}% of M2{rest}</span>"),
+                   font=dict(size=14)),
+        height=height, margin=dict(l=10, r=10, t=70, b=10), yaxis_title="y2_c at the pixel",
+        xaxis=dict(type="category"), showlegend=False)
+    return fig
+
+
+def component_chart(layer: "LayerModel", *, height: int = 300) -> "go.Figure":
+    """Single-component AUROC against component index (ascending eigenvalue), with the
+    layer's own pixel AUROC as a line: where the useful components sit in the spectrum."""
+    import plotly.graph_objects as go
+    c = int(layer.channels)
+    auc = np.asarray(layer.component_auroc, dtype=np.float64)
+    eig = np.asarray(layer.eigvals, dtype=np.float64)
+    fig = go.Figure(go.Scatter(
+        x=np.arange(c), y=auc, mode="markers", marker=dict(size=5, color=auc, colorscale="Viridis"),
+        customdata=eig, hovertemplate="c %{x}<br>AUROC %{y:.4f}<br>eigenvalue %{customdata:.4g}<extra></extra>"))
+    full = float(layer.metrics["pixel_auroc"])
+    fig.add_hline(y=full, line_dash="dot", line_color="#d9480f",
+                  annotation_text=f"all components (M2): {full:.3f}", annotation_position="bottom right")
+    fig.add_hline(y=0.5, line_color="#adb5bd", line_width=1)
+    fig.update_layout(title=dict(text=f"Single-component pixel AUROC, {layer.name}", font=dict(size=14)),
+                      height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="component (ascending eigenvalue)", yaxis_title="AUROC")
+    return fig

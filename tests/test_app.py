@@ -1,0 +1,298 @@
+"""The Streamlit viewer (app.py) driven by streamlit.testing.v1.AppTest on the demo data."""
+
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mvgviz import jobs as J
+from mvgviz.cache import Store
+from mvgviz.inspect import decompose_pixel
+from mvgviz.render import parse_components
+
+from conftest import write_category
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 60
+OTHER = "other folder ..."
+
+
+def _new(monkeypatch, data, cache, *, autofit=True) -> AppTest:
+    monkeypatch.setenv("MVGVIZ_DATA", os.pathsep.join(map(str, data)) if isinstance(data, (list, tuple)) else str(data))
+    monkeypatch.setenv("MVGVIZ_CACHE", str(cache))
+    monkeypatch.setenv("MVGVIZ_AUTOFIT", "1" if autofit else "0")
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _goto(at: AppTest, page: str) -> AppTest:
+    at.sidebar.radio(key="page").set_value(page).run()
+    return _ok(at)
+
+
+def _errors(at: AppTest) -> str:
+    """The page's error boxes as plain text (the app escapes markdown in messages)."""
+    return re.sub(r"\\(.)", r"\1", " | ".join(e.value for e in at.error))
+
+
+def _run_until(at: AppTest, cond, timeout=90.0) -> AppTest:
+    t0 = time.time()
+    while True:
+        at.run()
+        _ok(at)
+        if cond(at):
+            return at
+        assert time.time() - t0 < timeout, f"condition not reached; errors: {_errors(at)}"
+        time.sleep(0.3)
+
+
+def _table(at: AppTest, column: str):
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with a column {column!r}")
+
+
+@pytest.fixture
+def app(monkeypatch, demo_model, demo_root, demo_cache):
+    at = _new(monkeypatch, demo_root, demo_cache)
+    _ok(at.run())
+    return at
+
+
+def _layer(at, model):
+    return model.layer(at.sidebar.selectbox(key="layer::efficientnet_lite0").value)
+
+
+# ---------------------------------------------------------------------------------------
+# Pages on the demo data
+# ---------------------------------------------------------------------------------------
+
+def test_overview(app, demo_model, demo_root):
+    at = app
+    assert at.sidebar.radio(key="page").options == ["Overview", "Components", "Grid", "Inspect"]
+    assert at.sidebar.selectbox(key="root_choice").value == str(demo_root)
+    assert at.sidebar.selectbox(key=f"category::{demo_root}").options == ["brick", "coffee"]
+    assert at.sidebar.selectbox(key="backbone").value == "efficientnet_lite0"
+    assert at.sidebar.radio(key="split").options == ["test", "train"]
+    assert "4 layers fitted" in at.sidebar.success[0].value
+    df = _table(at, "pixel AUROC")
+    assert list(df["layer"]) == list(demo_model.layers)
+    for i, lm in enumerate(demo_model.layers.values()):
+        m = lm.metrics
+        assert df["channels"][i] == lm.channels
+        assert df["feature size"][i].startswith(f"{lm.feature_size[0]}x{lm.feature_size[1]}")
+        for col, k in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"),
+                       ("AUPR", "pixel_aupr"), ("AUPRO", "aupro")):
+            assert df[col][i] == pytest.approx(m[k], abs=1e-12)
+
+
+def test_components_selection_feeds_the_grid(app, demo_model):
+    at = _goto(app, "Components")
+    lm = _layer(at, demo_model)
+    df = _table(at, "eigenvalue")
+    assert len(df) == lm.channels
+    np.testing.assert_allclose(df["AUROC"], lm.component_auroc)
+    np.testing.assert_allclose(df["eigenvalue"], lm.eigvals)
+    at.radio(key="comp_mode").set_value("worst k")
+    at.number_input(key="comp_k").set_value(3)
+    _ok(at.run())
+    assert at.session_state["grid_components"] == "worst:3"
+    worst = parse_components("worst:3", lm)
+    assert ", ".join(f"c {i}" for i in worst) in at.success[0].value
+    at.radio(key="comp_mode").set_value("indices")
+    at.text_input(key="comp_indices").input("5,2")
+    _ok(at.run())
+    assert at.session_state["grid_components"] == "5,2"
+    at = _goto(at, "Grid")
+    assert at.text_input(key="grid_components").value == "5,2"
+    cols = list(_table(at, "max (colour scale)")["column"])
+    assert cols[0].startswith("c 5 ") and cols[1].startswith("c 2 ") and cols[-1] == "M2"
+
+
+def test_grid_scale_switch_changes_the_maxima(app, demo_model):
+    at = _goto(app, "Grid")
+    lm = _layer(at, demo_model)
+    assert len(at.image) == 1
+    at.text_input(key="grid_components").input("1,3")
+    at.text_input(key="grid_images").input("0,7")
+    _ok(at.run())
+    st_test = lm.stats("test")
+    per = _table(at, "max (colour scale)")
+    np.testing.assert_allclose(per["max (colour scale)"],
+                               [st_test.per_component_p99[1], st_test.per_component_p99[3], st_test.m2_p99])
+    url_per = at.image[0].value
+    at.radio(key="grid_scale").set_value("cross-component")
+    _ok(at.run())
+    cross = _table(at, "max (colour scale)")
+    np.testing.assert_allclose(cross["max (colour scale)"],
+                               [st_test.cross_component_p99] * 2 + [st_test.m2_p99])
+    assert not np.allclose(per["max (colour scale)"][:2], cross["max (colour scale)"][:2])
+    assert at.image[0].value != url_per, "the rendered grid must change"
+    assert any("cross-component scale" in c.value for c in at.caption)
+    # the train split uses the train statistics
+    at.sidebar.radio(key="split").set_value("train")
+    _ok(at.run())
+    tr = _table(at, "max (colour scale)")["max (colour scale)"]
+    np.testing.assert_allclose(tr, [lm.stats("train").cross_component_p99] * 2 + [lm.stats("train").m2_p99])
+    # export buttons
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download PNG", "Download PDF", "Download SVG", "Download manifest (JSON)"]
+
+
+def test_grid_bad_selection_shows_an_error(app, demo_model):
+    at = _goto(app, "Grid")
+    lm = _layer(at, demo_model)
+    at.text_input(key="grid_components").input("999")
+    _ok(at.run())
+    assert f"0..{lm.channels - 1}" in _errors(at) and "out of range" in _errors(at)
+    assert len(at.image) == 0
+    at.text_input(key="grid_components").input("best:2")
+    at.text_input(key="grid_images").input("abc")
+    _ok(at.run())
+    assert "--images" in _errors(at)
+    at.text_input(key="grid_images").input("0-2")
+    _ok(at.run())
+    assert not at.error and len(at.image) == 1
+
+
+def test_layer_switch_rerenders(app, demo_model):
+    at = _goto(app, "Grid")
+    at.text_input(key="grid_components").input("0")
+    _ok(at.run())
+    first = at.image[0].value
+    at.sidebar.selectbox(key="layer::efficientnet_lite0").set_value("_blocks[15]")
+    _ok(at.run())
+    assert at.image[0].value != first
+    assert _table(at, "max (colour scale)")["max (colour scale)"][0] == pytest.approx(
+        demo_model.layer("_blocks[15]").stats("test").per_component_p99[0])
+
+
+def test_inspect_pixel(app, demo_model):
+    at = _goto(app, "Inspect")
+    lm = _layer(at, demo_model)
+    image = at.selectbox(key="insp_image_test").value
+    types = demo_model.data.defect_types("test")
+    assert types[image] != "good", "starts on a defect image"
+    at.number_input(key="insp_row").set_value(100)
+    at.number_input(key="insp_col").set_value(57)
+    _ok(at.run())
+    d = decompose_pixel(lm, "test", image, 100, 57, top=8)
+    df = _table(at, "y2 at pixel")
+    assert list(df["component"]) == list(d.top)
+    np.testing.assert_allclose(df["y2 at pixel"], d.top_values, rtol=1e-6)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["M2 at the pixel"] == f"{d.m2:.4g}"
+    assert metrics["Share of the top 8"] == f"{d.top_share:.1%}"
+    # add these components to the grid (after its current selection, without repeats)
+    at.button(key="insp_add").click().run()
+    _ok(at)
+    text = at.session_state["grid_components"]
+    assert text == J.merge_components(parse_components("best:4", lm), d.top)
+    assert "Grid components" in at.success[0].value
+    at = _goto(at, "Grid")
+    assert at.text_input(key="grid_components").value == text
+    assert not at.error
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------
+
+def test_root_without_categories(monkeypatch, tmp_path):
+    junk = tmp_path / "junk"
+    (junk / "notes").mkdir(parents=True)
+    (junk / "readme.txt").write_text("not a data set")
+    at = _ok(_new(monkeypatch, junk, tmp_path / "cache").run())
+    assert "no category in data root" in _errors(at) and str(junk) in _errors(at)
+    assert at.sidebar.radio(key="page").value == "Overview"
+    _goto(at, "Grid")  # the rest keeps working
+    assert "no category" in _errors(at)
+
+
+def test_path_outside_roots_is_refused(monkeypatch, tmp_path, demo_model, demo_root, demo_cache):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    write_category(outside, "secret")
+    data.mkdir()
+    (data / "escape").symlink_to(outside)
+    at = _ok(_new(monkeypatch, [data, demo_root], demo_cache, autofit=False).run())
+    at.sidebar.selectbox(key="root_choice").set_value(OTHER)
+    _ok(at.run())
+    for bad in ("/etc", str(outside), str(data / "escape"), f"{data}/../outside"):
+        at.sidebar.text_input(key="root_typed").input(bad)
+        _ok(at.run())
+        assert "outside the allowed data roots" in _errors(at), bad
+        assert "Refused" in at.sidebar.error[0].value
+        assert len(at.dataframe) == 0
+    # a folder inside an allowed root is accepted
+    at.sidebar.text_input(key="root_typed").input(f"{data}/../{demo_root.name}" if demo_root.parent == data.parent
+                                                   else str(demo_root))
+    _ok(at.run())
+    assert not at.error
+    assert _table(at, "pixel AUROC") is not None
+
+
+def test_failed_fit_shows_the_error(monkeypatch, tmp_path):
+    root = tmp_path / "data"
+    write_category(root, "broken")
+    bad = root / "broken" / "test" / "good" / "001.png"
+    bad.write_bytes(bad.read_bytes()[:50])
+    at = _new(monkeypatch, root, tmp_path / "cache")  # the default model is fitted at once
+    _run_until(at, lambda a: "failed" in _errors(a))
+    assert "Fitting broken / efficientnet_lite0 failed" in _errors(at)
+    assert "001.png" in _errors(at) and "truncated" in _errors(at)
+    assert at.button(key="retry_button").label == "Retry the fit"
+    assert "fit failed" in at.sidebar.error[0].value
+    _goto(at, "Components")  # still usable
+    assert "failed" in _errors(at)
+
+
+def test_not_fitted_button_and_older_cache(monkeypatch, tmp_path, demo_root):
+    cache = tmp_path / "cache"
+    store = Store(cache)
+    store.put("old", {"kind": "layer", "category": "coffee", "backbone": "efficientnet_lite0",
+                      "layer": "_blocks[2]", "dataset": "x", "version": "0.0.0"}, {}, {"a": np.zeros(1)})
+    store.close()
+    at = _ok(_new(monkeypatch, demo_root, cache, autofit=False).run())
+    assert at.button(key="fit_button").label == "Fit brick / efficientnet_lite0"
+    assert "not fitted" in at.sidebar.warning[0].value
+    at.sidebar.selectbox(key=f"category::{demo_root}").set_value("coffee")
+    _ok(at.run())
+    assert at.button(key="fit_button").label == "Fit coffee / efficientnet_lite0"
+    assert any("older mvgviz version" in w.value and "will refit" in w.value for w in at.warning)
+    assert not at.error
+
+
+def test_fit_button_runs_in_the_background(monkeypatch, tmp_path):
+    root = tmp_path / "data"
+    write_category(root, "widget", n_train=4, n_good=2, n_defect=2)
+    at = _ok(_new(monkeypatch, root, tmp_path / "cache", autofit=False).run())
+    at.button(key="fit_button").click()
+    _ok(at.run())
+    # right after the click the page is back at once, with the job's progress (or done)
+    assert "Fitting widget" in " ".join(h.value for h in at.subheader) or len(at.dataframe) == 1
+    _run_until(at, lambda a: len(a.dataframe) == 1)
+    assert list(_table(at, "pixel AUROC")["layer"]) == ["_blocks[2]", "_blocks[4]", "_blocks[10]", "_blocks[15]"]
+
+
+def test_first_start_writes_the_demo_data(monkeypatch, tmp_path):
+    import mvgviz.demo
+    orig = mvgviz.demo.make_demo_dataset
+    monkeypatch.setattr(mvgviz.demo, "make_demo_dataset",
+                        lambda root, **kw: orig(root, categories=("brick", "grass"), n_train=2, n_test_good=1,
+                                                n_per_defect=1, **kw))
+    root = tmp_path / "fresh" / "demo"
+    at = _new(monkeypatch, root, tmp_path / "cache", autofit=False)
+    _ok(at.run())
+    assert any("First start" in i.value for i in at.info) or root.is_dir()
+    _run_until(at, lambda a: any(s.label == "Category" for s in a.sidebar.selectbox))
+    assert at.sidebar.selectbox(key=f"category::{root}").options == ["brick", "grass"]
+    assert at.button(key="fit_button").label == "Fit brick / efficientnet_lite0"

@@ -1,0 +1,151 @@
+"""Pixel decomposition and the Inspect page's figures (mvgviz.inspect)."""
+
+import cv2
+import numpy as np
+import pytest
+
+from mvgviz.inspect import (argmax_pixel, axis_weights, colorscale, component_chart, decompose_pixel,
+                            decomposition_figure, m2_figure, pixel_from_selection)
+
+LAYERS = ("_blocks[2]", "_blocks[4]", "_blocks[10]", "_blocks[15]")
+PIXELS = ((0, 0), (223, 223), (0, 223), (100, 57), (13, 200), (112, 112))
+
+
+def _y2_at(layer, split, image, row, col):
+    """Reference: LayerModel.y2(upsampled=True) at one pixel, read in chunks of components
+    (OpenCV 5 resizes at most 128 channels at once; see the report)."""
+    c = layer.channels
+    parts = [layer.y2(split, [image], list(range(a, min(a + 100, c))), upsampled=True)[0, :, row, col]
+             for a in range(0, c, 100)]
+    return np.concatenate(parts).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_contributions_equal_upsampled_y2_and_sum_to_m2(demo_model, name):
+    lm = demo_model.layer(name)
+    for split, image in (("test", 7), ("train", 2)):
+        m2_map = lm.m2(split, [image])[0]
+        for row, col in PIXELS:
+            d = decompose_pixel(lm, split, image, row, col)
+            ref = _y2_at(lm, split, image, row, col)
+            assert d.y2.shape == (lm.channels,)
+            np.testing.assert_allclose(d.y2, ref, rtol=1e-5, atol=1e-6 * max(ref.max(), 1.0))
+            assert d.m2 == pytest.approx(float(m2_map[row, col]), rel=1e-5)
+            # linear upsampling: the contributions add up to M2 (float rounding only)
+            assert d.total == pytest.approx(d.m2, rel=1e-4)
+            assert d.shares.sum() == pytest.approx(1.0, abs=1e-12)
+            assert np.all(d.y2 >= 0)
+
+
+def test_top_components(demo_model):
+    lm = demo_model.layer("_blocks[10]")
+    d = decompose_pixel(lm, "test", 7, 120, 150, top=5)
+    assert len(d.top) == 5
+    vals = d.top_values
+    assert np.all(np.diff(vals) <= 0), "largest first"
+    assert vals[-1] >= np.sort(d.y2)[-5], "the five largest"
+    assert d.top_share == pytest.approx(d.shares[list(d.top)].sum())
+    assert 0 < d.top_share <= 1
+    assert decompose_pixel(lm, "test", 7, 120, 150, top=10_000).top_share == pytest.approx(1.0)
+    info = d.to_dict()
+    assert info["top"] == list(d.top) and info["m2"] == d.m2
+
+
+def test_feature_cell(demo_model):
+    lm = demo_model.layer("_blocks[15]")  # 7x7: one cell = 32x32 px
+    d = decompose_pixel(lm, "test", 0, 40, 223)
+    assert d.feature_size == (7, 7) and d.stride == 32 and d.feature_cell == (1, 6)
+
+
+def test_bad_arguments(demo_model):
+    lm = demo_model.layer("_blocks[4]")
+    n = len(demo_model.data.files("test"))
+    with pytest.raises(ValueError, match=r"`row` must be a pixel index in 0\.\.223"):
+        decompose_pixel(lm, "test", 0, 224, 0)
+    with pytest.raises(ValueError, match="`col`"):
+        decompose_pixel(lm, "test", 0, 0, -1)
+    with pytest.raises(ValueError, match=rf"`image` must be an index in 0\.\.{n - 1}"):
+        decompose_pixel(lm, "test", n, 0, 0)
+    with pytest.raises(ValueError, match="`split`"):
+        decompose_pixel(lm, "val", 0, 0, 0)
+    with pytest.raises(ValueError, match="`top`"):
+        decompose_pixel(lm, "test", 0, 0, 0, top=0)
+
+
+def test_axis_weights_are_opencvs():
+    rng = np.random.default_rng(0)
+    for h, s in ((7, 224), (14, 224), (56, 224), (5, 5)):
+        w = axis_weights(h, s)
+        assert w.shape == (s, h)
+        np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-6)
+        x = rng.random((h, h + 3)).astype(np.float32)
+        ref = cv2.resize(x, (h + 3, s), interpolation=cv2.INTER_LINEAR)   # rows only
+        np.testing.assert_allclose(w @ x, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_argmax_pixel(demo_model):
+    lm = demo_model.layer("_blocks[10]")
+    r, c = argmax_pixel(lm, "test", 7)
+    m2 = lm.m2("test", [7])[0]
+    assert m2[r, c] == m2.max()
+
+
+def test_pixel_from_selection():
+    assert pixel_from_selection(None, 224) is None
+    assert pixel_from_selection({"selection": {"points": []}}, 224) is None
+    assert pixel_from_selection({"selection": {"points": [{"x": 10, "y": 20.4}]}}, 224) == (20, 10)
+    assert pixel_from_selection({"points": [{"x": 1, "y": 2}, {"x": 30, "y": 40}]}, 224) == (40, 30)
+    assert pixel_from_selection({"selection": {"points": [{"x": 300, "y": 2}]}}, 224) is None
+    assert pixel_from_selection({"selection": {"points": [{"curve_number": 0}]}}, 224) is None
+
+    class Obj:  # attribute access, like Streamlit's PlotlyState
+        class selection:
+            points = [{"x": 5, "y": 6}]
+    assert pixel_from_selection(Obj(), 224) == (6, 5)
+
+
+def test_m2_figure(demo_model):
+    lm = demo_model.layer("_blocks[10]")
+    p99 = lm.stats("test").m2_p99
+    fig = m2_figure(lm, "test", 7, pixel=(3, 4))
+    heat = [t for t in fig.data if t.type == "heatmap"][0]
+    np.testing.assert_array_equal(np.asarray(heat.z), lm.m2("test", [7])[0])
+    assert heat.zmin == 0 and heat.zmax == pytest.approx(p99)
+    assert heat.colorscale[0][1] == "rgb(0,0,4)" and "rgb(252,255,164)" in heat.colorscale[-1][1]
+    for word in ("row", "col", "M2"):
+        assert word in heat.hovertemplate
+    title = fig.layout.title.text
+    assert "99th percentile of M2 over the test split" in title and f"{p99:.4g}" in title
+    assert "inferno" in title
+    bar = [t for t in fig.data if t.name == "scale"][0]
+    assert bar.marker.showscale and bar.marker.cmin == 0 and bar.marker.cmax == pytest.approx(p99)
+    clicks = [t for t in fig.data if t.name == "pixels"][0]
+    assert len(clicks.x) == 112 * 112 and "row" in clicks.hovertemplate
+    # train split: its own p99; overlay mode: the image is drawn, the heatmap only hovers
+    rgb = demo_model.data.images("train")[1]
+    fig2 = m2_figure(lm, "train", 1, rgb=rgb, clickable=False)
+    assert [t.type for t in fig2.data][:2] == ["image", "heatmap"]
+    assert fig2.data[1].opacity == 0 and fig2.data[1].zmax == pytest.approx(lm.stats("train").m2_p99)
+    assert fig2.data[0].source.startswith("data:image/png;base64,")
+    assert not any(t.name == "pixels" for t in fig2.data)
+
+
+def test_decomposition_figure(demo_model):
+    lm = demo_model.layer("_blocks[4]")
+    d = decompose_pixel(lm, "test", 7, 60, 60, top=6)
+    fig = decomposition_figure(d)
+    bar = fig.data[0]
+    assert list(bar.x) == [f"c {c}" for c in d.top]
+    np.testing.assert_allclose(bar.y, d.top_values)
+    assert list(bar.text) == [f"{d.shares[c] * 100:.1f}%" for c in d.top]
+    assert f"{d.top_share * 100:.1f}% of M2" in fig.layout.title.text
+    assert f"the other {lm.channels - 6} add {(1 - d.top_share) * 100:.1f}%" in fig.layout.title.text
+    assert f"M2 = {d.m2:.4g}" in fig.layout.title.text
+
+
+def test_component_chart_and_colorscale(demo_model):
+    lm = demo_model.layer("_blocks[2]")
+    fig = component_chart(lm)
+    np.testing.assert_allclose(fig.data[0].y, lm.component_auroc)
+    cs = colorscale(8)
+    assert cs[0][0] == 0.0 and cs[-1][0] == 1.0 and len(cs) == 8
