@@ -25,7 +25,7 @@ from mvgviz import jobs as J
 from mvgviz.backbones import BACKBONES
 from mvgviz.inspect import (argmax_pixel, component_chart, decompose_pixel, decomposition_figure, m2_figure,
                             pixel_from_selection)
-from mvgviz.render import (ANY_DEFECT, SCALES, GridSpec, grid_data, parse_components, parse_images,
+from mvgviz.render import (ANY_DEFECT, SCALES, GridSpec, encode_raster, grid_data, parse_components, parse_images,
                            render_raster)
 
 APP_DIR = Path(__file__).resolve().parent
@@ -260,7 +260,8 @@ def grid_view(job_key: tuple, spec_json: str) -> dict:
     chosen images and components from the cache's memory maps."""
     model = registry().get(job_key).result
     data = grid_data(model, GridSpec.from_dict(json.loads(spec_json)))
-    return {"raster": render_raster(data), "vmax": [float(v) for v in data.vmax],
+    raster = render_raster(data)  # (H, W, 3) uint8
+    return {"raster": raster, "jpeg": encode_raster(raster), "vmax": [float(v) for v in data.vmax],
             "columns": list(data.column_labels), "note": data.scale_note}
 
 
@@ -312,7 +313,9 @@ def page_grid(model, layer, split: str, job_key: tuple) -> None:
     except (ValueError, KeyError, OSError) as e:
         st.error(f"Cannot draw this grid: {md(J.error_message(e))}")
         return
-    st.image(view["raster"], output_format="PNG")
+    # JPEG bytes at the raster's own width: Streamlit passes them through untouched (the page
+    # scales the picture to the column; full size in its full-screen view).
+    st.image(view["jpeg"], width=int(view["raster"].shape[1]), output_format="JPEG")
     st.caption(view["note"])
     with st.expander("Colour scale of each column", expanded=False):
         st.dataframe({"column": view["columns"], "max (colour scale)": view["vmax"],

@@ -31,6 +31,7 @@ Target: p95 < 300 ms for the interactive path on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--exports", type=int, default=3, help="repetitions of the PNG export")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--no-app", action="store_true", help="skip the Streamlit rerun timing (AppTest)")
     return p.parse_args(argv)
 
 
@@ -166,6 +168,8 @@ def main(argv=None) -> int:
             other[f"render_figure+save_{fmt}_ms"] = round((time.perf_counter() - t) * 1e3, 1)
             other[f"{fmt}_bytes"] = (Path(tmp) / f"grid.{fmt}").stat().st_size
 
+    app_ms = {} if args.no_app else app_rerun_latency(args, model.root, layers)
+
     result = {
         "benchmark": "render",
         "grid": {"rows": args.rows, "cols": args.cols, "m2_column": True, "raster_shape": list(shape),
@@ -177,6 +181,7 @@ def main(argv=None) -> int:
         "target_p95_ms": 300,
         "publication_ms": {**{k: summary(v) for k, v in export.items()}, **other,
                            "png_shape": list(png_shape)},
+        "app_rerun_ms": app_ms,
         "setup_s": round(setup_s, 2),
         "machine": machine(),
     }
@@ -186,6 +191,40 @@ def main(argv=None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     return 0
+
+
+def app_rerun_latency(args, data_root, layers) -> dict:
+    """The whole Streamlit script rerun on the Grid page (AppTest): widgets, grid_data,
+    render_raster and st.image's encoding of the raster; the browser round trip is not counted."""
+    import numpy as np
+    from streamlit.testing.v1 import AppTest
+    os.environ.update(MVGVIZ_DATA=str(data_root), MVGVIZ_AUTOFIT="0")
+    if args.cache:
+        os.environ["MVGVIZ_CACHE"] = str(args.cache)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.sidebar.radio(key="page").set_value("Grid").run()
+    at.text_input(key="grid_images").set_value(f"random:{args.rows}").run()
+    if at.exception or at.error:
+        raise RuntimeError(f"the app did not show the grid: {[e.value for e in at.exception]} "
+                           f"{[e.value for e in at.error]}")
+    rng = np.random.default_rng(args.seed)
+    times: dict[str, list[float]] = {"component": [], "scale": [], "image": []}
+    for i in range(30):
+        kind = ("component", "scale", "image")[i % 3]
+        if kind == "component":
+            comps = rng.choice(24, size=args.cols, replace=False)  # 24 = channels of the smallest layer
+            at.text_input(key="grid_components").set_value(",".join(map(str, comps)))
+        elif kind == "scale":
+            r = at.radio(key="grid_scale")
+            r.set_value([o for o in r.options if o != r.value][0])
+        else:
+            at.number_input(key="grid_seed").set_value(int(rng.integers(0, 1000)))
+        t = time.perf_counter()
+        at.run()
+        times[kind].append((time.perf_counter() - t) * 1e3)
+        if at.exception:
+            raise RuntimeError(at.exception[0].value)
+    return {**{k: summary(v) for k, v in times.items()}, "overall": summary([x for v in times.values() for x in v])}
 
 
 if __name__ == "__main__":

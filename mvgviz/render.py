@@ -755,6 +755,20 @@ def render_raster(data: GridData) -> np.ndarray:
     return canvas
 
 
+def encode_raster(rgb: np.ndarray, *, quality: int = 95) -> bytes:
+    """(H, W, 3) uint8 RGB -> JPEG bytes for the viewer (full 4:4:4 colour, so thin coloured text
+    and outlines stay crisp). About 20 ms for a 4 x 8 grid, against ~1 s for the PNG that
+    Streamlit would encode (and re-encode after resizing) from the array."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"`rgb` must be (H, W, 3) uint8, got shape {rgb.shape}, dtype {rgb.dtype}")
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality),
+                            cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    if not ok:
+        raise ValueError("OpenCV could not encode the raster as JPEG")
+    return buf.tobytes()
+
+
 def _colour_bar(canvas: np.ndarray, data: GridData, lay: RasterLayout, group: tuple[int, ...]) -> None:
     x0 = lay.panel_x[group[0]]
     x1 = lay.panel_x[group[-1]] + lay.size

@@ -353,3 +353,19 @@ def test_random_weights_are_visible_in_the_title(demo_model):
     assert "RANDOM-INIT" in d.title
     fig = render_figure(d)
     assert "RANDOM-INIT" in fig._suptitle.get_text()
+
+
+def test_encode_raster_is_a_faithful_jpeg():
+    import cv2
+    from mvgviz.render import encode_raster
+    rng = np.random.default_rng(0)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8), (7, 7), 2)
+    rgb[10:20, 10:40] = (255, 0, 0)  # a red bar: channel order must survive
+    data = encode_raster(rgb)
+    assert data[:2] == b"\xff\xd8"
+    back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    assert back.shape == rgb.shape
+    assert np.abs(back.astype(int) - rgb).mean() < 3
+    assert back[15, 25, 0] > 200 and back[15, 25, 2] < 60
+    with pytest.raises(ValueError, match="rgb"):
+        encode_raster(rgb[..., 0])
