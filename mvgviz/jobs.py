@@ -182,9 +182,7 @@ def discover_categories(root: str | os.PathLike, allowed: Sequence[Path]) -> Cat
     DataError when ``root`` is not a folder, :class:`PathNotAllowed` when it lies outside."""
     root = resolve_inside(root, allowed)
     names, skipped = [], []
-    for name in list_categories(root):
-        if name.startswith("."):  # hidden: e.g. a demo category being written
-            continue
+    for name in list_categories(root):  # hidden folders (a demo category being written) excluded
         try:
             resolve_inside(root / name, allowed)
         except PathNotAllowed:

@@ -237,7 +237,8 @@ def _np_scores(s: torch.Tensor) -> np.ndarray:
 def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Exact area under the ROC curve, equal to ``sklearn.metrics.roc_auc_score``.
 
-    O(n log n): one sort, tied scores grouped, every tied positive/negative pair counted as one half.
+    O(n log n): one sort of all scores, then ``searchsorted`` at the positives' distinct scores;
+    every tied positive/negative pair counts one half.
 
     Parameters
     ----------
@@ -366,8 +367,9 @@ def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) ->
 
     Ground-truth regions are the 8-connected components of each image's mask. The FPR counts all
     anomaly-free pixels of all N images; PRO(t) is the mean over all regions of the fraction of the
-    region's pixels scoring >= t. The exact curve is built with one sort (one point per distinct
-    score, starting at (0, 0)), integrated with the trapezoid rule from 0 to ``fpr_limit`` (the curve
+    region's pixels scoring >= t. The exact curve (every distinct score a threshold, from (0, 0);
+    between two scores of anomalous pixels it is straight, so it is built at those, see
+    ``_aupro_from``) comes from one sort and is integrated with the trapezoid rule from 0 to ``fpr_limit`` (the curve
     is linearly interpolated at ``fpr_limit``) and divided by ``fpr_limit``: a perfect detector gets
     1.0, one that ranks every normal pixel above every anomalous one gets 0.
 
