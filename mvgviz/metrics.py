@@ -8,7 +8,8 @@ Conventions
 * ``auroc`` and ``average_precision`` are exact and equal ``sklearn.metrics.roc_auc_score`` and
   ``sklearn.metrics.average_precision_score``: tied scores count as half a correctly ordered pair,
   and the AUPR is the step-wise *average precision*, not a trapezoid under the PR curve.
-* Torch inputs are computed in float64 on their own device; NumPy inputs on the CPU.
+* The exact metrics sort on the CPU with NumPy (float32 scores stay float32: their order is
+  exact); :func:`component_aurocs` works on the input's device (CUDA when given CUDA tensors).
 * Pixel metrics take score maps already upsampled to the input resolution; :func:`upsample` is the
   one definition of that upsampling (bilinear, ``align_corners=False``, the same as OpenCV's
   ``INTER_LINEAR``) shared by the whole package.
@@ -244,7 +245,7 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     ----------
     scores : array or tensor, any shape (flattened), real
         Higher means more anomalous. Used raw: no sigmoid, no normalisation. Torch tensors are
-        processed in float64 on their own device.
+        copied to the CPU; float32 stays float32, other dtypes become float64.
     labels : array or tensor, same number of elements as ``scores``
         Bool or 0/1; True / 1 is the positive (anomalous) class.
 
