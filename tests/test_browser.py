@@ -65,6 +65,11 @@ def server(demo_model, demo_root, demo_cache, tmp_path_factory):
         log.close()
 
 
+def _wait_idle(page, timeout_ms: int = 30_000) -> None:
+    """Wait until Streamlit's "Running..." status widget is gone (the script rerun is over)."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
+
+
 def _grid_src(page) -> str:
     img = page.locator("[data-testid=stMain] [data-testid=stImage] img").first
     img.wait_for(timeout=30_000)
@@ -101,9 +106,11 @@ def test_grid_component_change_and_png_download(server, browser, tmp_path):
     after = _grid_src(page)
     assert after != before
     # the scale table lists the new columns (glide cells are drawn on a canvas; their
-    # accessible <td> copies are hidden but present)
+    # accessible <td> copies are hidden but present). Click the expander once the rerun is
+    # over: a click during a rerun can be lost when the page is redrawn.
+    _wait_idle(page)
     page.get_by_text("Colour scale of each column").click()
-    page.get_by_text("c 1 (AUROC").first.wait_for(state="attached", timeout=10_000)
+    page.get_by_text("c 1 (AUROC").first.wait_for(state="attached", timeout=30_000)
     # export the PNG
     with page.expect_download(timeout=60_000) as dl:
         page.get_by_role("button", name="Download PNG").click()
