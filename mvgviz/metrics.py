@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ _TARGET_CHUNK = {"cpu": 1 << 21, "cuda": 1 << 25}
 _TARGET_HIST = {"cpu": 1 << 18, "cuda": 1 << 23}
 _MAX_BINS = 1 << 24
 _MAX_HIST = (1 << 31) - 1  # bin indices of a chunk are int32
+# The numba CPU kernels (mvgviz._histkernel), loaded on first use; False when numba is missing.
+_KERNEL = None
+_KERNEL_LOCK = threading.Lock()
 # float dtype -> (int dtype of the same width, mantissa bits, NumPy int dtype)
 _BITS = {torch.float32: (torch.int32, 23, np.int32), torch.float64: (torch.int64, 52, np.int64)}
 
@@ -546,6 +550,99 @@ def _component_histograms(y: torch.Tensor, c0: int, c1: int, n_bins: int, out_si
     return hist_all.view(k, n_bins), hist_pos.view(k, n_bins)
 
 
+def _cpu_kernel():
+    """The numba kernels of the CPU ranking (:mod:`mvgviz._histkernel`), or None without numba."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            from . import _histkernel
+        except ImportError:  # numba is a requirement; without it the torch path still works
+            _KERNEL = False
+        else:
+            _KERNEL = _histkernel
+    return _KERNEL or None
+
+
+@contextmanager
+def _numba_threads(n: int):
+    """numba's parallel kernels on n threads (the torch setting) for the duration; one caller at a time."""
+    import numba
+    with _KERNEL_LOCK:  # kernels from several Python threads (e.g. two app fits) run one after another
+        before = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
+
+
+def _kernel_matches_torch(kernel, y: torch.Tensor, y_np: np.ndarray, out_hw: tuple[int, int]) -> bool:
+    """Whether the kernel's upsampling is bit-identical to :func:`upsample` for this geometry.
+
+    The kernel reproduces torch's CPU arithmetic for the sizes the pipeline uses (e.g. 7, 14, 28,
+    56 -> 224); torch takes other code paths for some small odd sizes. The arithmetic depends on
+    the sizes only, so the first images of the first and last components decide.
+    """
+    n = min(2, y.shape[0])
+    for c in sorted({0, y.shape[1] - 1}):
+        ref = upsample(y[:n, c:c + 1].square(), out_hw)[:, 0].numpy()
+        if not np.array_equal(kernel.upsample_component(y_np[:n], c, *out_hw), ref):
+            return False
+    return True
+
+
+def _kernel_ranking(kernel, y: torch.Tensor, y_np: np.ndarray, m_np: np.ndarray, n_bins: int,
+                    chunk_components: int | None, estimate) -> None:
+    """Histograms with the fused numba kernel (CPU, float32), a chunk of components at a time."""
+    n_comp = y.shape[1]
+    shift, lo, hi = _bin_params(y.square(), n_bins)  # (C,) each
+    rows_pos = m_np.any(axis=2)  # (N, H)
+    threads = max(1, torch.get_num_threads())
+    if chunk_components is None:  # every thread gets components; ~1 MB of histograms per component
+        chunk_components = max(2 * threads, _TARGET_HIST["cpu"] // n_bins)
+    with _numba_threads(threads):
+        for c0 in range(0, n_comp, chunk_components):
+            c1 = min(n_comp, c0 + chunk_components)
+            hist_all, hist_pos = kernel.component_histograms(y_np, c0, c1, shift, lo, hi, m_np, rows_pos, n_bins)
+            estimate(c0, torch.from_numpy(hist_all), torch.from_numpy(hist_pos))
+
+
+def _torch_ranking(y: torch.Tensor, labels: torch.Tensor, out_hw: tuple[int, int], n_bins: int,
+                   chunk_components: int | None, batch_images: int | None, estimate) -> None:
+    """Histograms with torch ops on y's device (CUDA, float64, or CPU without numba)."""
+    n_img, n_comp = y.shape[:2]
+    dev = y.device
+    # Step sizes: memory/speed only; the histograms are integer sums, identical for any split.
+    hw = out_hw[0] * out_hw[1]
+    kind = "cuda" if dev.type == "cuda" else "cpu"
+    target = _TARGET_CHUNK[kind]
+    if chunk_components is None:
+        chunk_components = max(1, min(n_comp, _TARGET_HIST[kind] // n_bins, target // hw))
+    chunk_components = min(chunk_components, _MAX_HIST // n_bins)  # int32 bin indices
+    if batch_images is None:
+        batch_images = max(1, min(n_img, target // (chunk_components * hw)))
+    batches = []  # (i0, i1, flat indices of the positive pixels of images i0..i1-1)
+    for i0 in range(0, n_img, batch_images):
+        i1 = min(n_img, i0 + batch_images)
+        batches.append((i0, i1, torch.nonzero(labels[i0:i1].reshape(-1)).squeeze(1)))
+
+    def one_chunk(c0: int) -> None:
+        c1 = min(n_comp, c0 + chunk_components)
+        estimate(c0, *_component_histograms(y, c0, c1, n_bins, out_hw, batches))
+
+    starts = range(0, n_comp, chunk_components)
+    workers = 1 if dev.type == "cuda" else min(len(starts), max(1, torch.get_num_threads()))
+    if workers == 1:
+        for c0 in starts:
+            one_chunk(c0)
+    else:
+        # On the CPU, torch.bincount runs on one thread: chunks go to a pool of threads (torch
+        # releases the GIL) that each run single-threaded ops, which keeps every core busy.
+        # Speed only: every chunk writes its own slice of est/bound.
+        with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one_chunk, starts))
+
+
 def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: int = 1 << 16,
                      tol: float = 1e-3, chunk_components: int | None = None,
                      batch_images: int | None = None) -> ComponentAUROC:
@@ -554,21 +651,30 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
     For component c the score map is ``upsample(y[:, c:c+1]**2, out_size)`` and its AUROC is taken
     over all N*H*W pixels against ``masks``. Exact sorting of ~10M pixels for each of up to 1024
     components is too slow, so each component's upsampled values are counted into a histogram of
-    positives and negatives (one ``torch.bincount`` per chunk) and the AUROC is read from it,
-    counting pairs that share a bin as one half. The error of that estimate is at most
-    ``0.5 * sum_b pos_b * neg_b / (P * N)``, computed exactly per component and returned; every
-    component whose bound exceeds ``tol`` is recomputed exactly with :func:`auroc` (bound 0), and
-    so is every component whose interval ``[auroc - bound, auroc + bound]`` reaches the best lower
-    bound: the best component of the ranking is always decided exactly.
+    positives and negatives and the AUROC is read from it, counting pairs that share a bin as one
+    half. The error of that estimate is at most ``0.5 * sum_b pos_b * neg_b / (P * N)``, computed
+    exactly per component and returned. Every component whose bound exceeds ``tol`` is recomputed
+    exactly (bound 0). When several components' intervals ``[auroc - bound, auroc + bound]`` reach
+    the best lower bound, each of them is recomputed exactly too: the best component of the ranking
+    never depends on the binning (a lone contender is the best whatever its exact value, and keeps
+    its bound).
+
+    Where it runs: for float32 on the CPU, a numba kernel (:mod:`mvgviz._histkernel`) upsamples one
+    image of one component at a time and bins it while it is in cache, in parallel over components
+    on ``torch.get_num_threads()`` threads. It is used only after its values were checked to be
+    bit-identical to :func:`upsample`'s for these sizes, so both paths rank the same numbers.
+    Otherwise (CUDA, float64, numba missing, or a size where torch rounds differently) the maps
+    are upsampled with :func:`upsample` in chunks and counted with ``torch.bincount`` on ``y``'s
+    device.
 
     Bins are log-spaced: per component, bin = a right shift of the float's bit pattern (see
     ``_bin_params``), clamped to the ``n_bins`` bins that cover [floor_c, max_c], with max_c the
     largest feature-resolution value and floor_c its 0.1% quantile; bilinear upsampling is a convex
     combination so no upsampled value leaves [min, max]. A bin spans a constant relative width
     of at most 2**(shift - 23) for float32: with the default ``n_bins`` and the at most 32 octaves
-    binned, at least 1024 bins per octave (relative width <= 0.1%). On synthetic data of the
-    paper's size (160 test images at 224x224) every bound stayed below 1e-4, so the exact fallback
-    (~1 s per component at 8M pixels on 2 CPU threads) is rare.
+    binned, at least 1024 bins per octave (relative width <= 0.1%). On Magnetic-Tile and the demo
+    data every bound stayed below 1e-4, so the exact fallback (~0.4 s per component at 8M pixels)
+    is rare.
 
     Parameters
     ----------
@@ -583,6 +689,7 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
     chunk_components, batch_images : int or None, keyword-only
         Components and images handled per step. They only change memory use and speed, never the
         result. None picks sizes that keep a step at ~2M upsampled values on the CPU (~32M on a GPU).
+        The numba kernel always takes whole images (``batch_images`` does not apply to it).
 
     Returns
     -------
@@ -623,52 +730,36 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
     n_neg = labels.numel() - n_pos
     _check_both_classes(n_pos, labels.numel(), "masks")
 
-    # Step sizes: memory/speed only; the histograms are integer sums, identical for any split.
-    hw = out_hw[0] * out_hw[1]
-    kind = "cuda" if dev.type == "cuda" else "cpu"
-    target = _TARGET_CHUNK[kind]
-    if chunk_components is None:
-        chunk_components = max(1, min(n_comp, _TARGET_HIST[kind] // n_bins, target // hw))
-    chunk_components = min(chunk_components, _MAX_HIST // n_bins)  # int32 bin indices
-    if batch_images is None:
-        batch_images = max(1, min(n_img, target // (chunk_components * hw)))
-    batches = []  # (i0, i1, flat indices of the positive pixels of images i0..i1-1)
-    for i0 in range(0, n_img, batch_images):
-        i1 = min(n_img, i0 + batch_images)
-        batches.append((i0, i1, torch.nonzero(labels[i0:i1].reshape(-1)).squeeze(1)))
-
     est = np.empty(n_comp)
     bound = np.empty(n_comp)
     denom = 2.0 * n_pos * n_neg
-    def one_chunk(c0: int) -> None:
-        c1 = min(n_comp, c0 + chunk_components)
-        hist_all, pos = _component_histograms(y, c0, c1, n_bins, out_hw, batches)  # (K, n_bins) each
+
+    def estimate(c0: int, hist_all: torch.Tensor, pos: torch.Tensor) -> None:
+        """AUROC estimate and its error bound from (K, n_bins) histograms of components c0.."""
         neg = hist_all - pos
         pos_above = n_pos - torch.cumsum(pos, 1)  # (K, n_bins) positives in higher bins
         twice_won = (neg * (2 * pos_above + pos)).sum(1)  # (K,) exact int64
         same_bin = (pos * neg).sum(1)  # (K,) pairs whose order the histogram cannot see
-        est[c0:c1] = twice_won.cpu().numpy() / denom
-        bound[c0:c1] = same_bin.cpu().numpy() / denom
+        est[c0:c0 + pos.shape[0]] = twice_won.cpu().numpy() / denom
+        bound[c0:c0 + pos.shape[0]] = same_bin.cpu().numpy() / denom
 
-    starts = range(0, n_comp, chunk_components)
-    workers = 1 if dev.type == "cuda" else min(len(starts), max(1, torch.get_num_threads()))
-    if workers == 1:
-        for c0 in starts:
-            one_chunk(c0)
+    kernel = _cpu_kernel() if dev.type == "cpu" and y.dtype == torch.float32 else None
+    y_np = np.ascontiguousarray(y.numpy()) if kernel is not None else None
+    if kernel is not None and _kernel_matches_torch(kernel, y, y_np, out_hw):
+        m_np = np.ascontiguousarray(labels.view(n_img, *out_hw).numpy())
+        exact_values = lambda c: kernel.upsample_component(y_np, c, *out_hw).reshape(-1)  # noqa: E731
+        _kernel_ranking(kernel, y, y_np, m_np, n_bins, chunk_components, estimate)
     else:
-        # On the CPU, torch.bincount runs on one thread: chunks go to a pool of threads (torch
-        # releases the GIL) that each run single-threaded ops, which keeps every core busy.
-        # Speed only: every chunk writes its own slice of est/bound.
-        with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one_chunk, starts))
+        exact_values = lambda c: _np_scores(upsample(y[:, c:c + 1].square(), out_hw).reshape(-1))  # noqa: E731
+        _torch_ranking(y, labels, out_hw, n_bins, chunk_components, batch_images, estimate)
 
     # Exact where the bound exceeds tol, and for every contender for the best component (its
-    # interval overlaps the best lower bound), so the top of the ranking never depends on binning.
+    # interval overlaps the best lower bound) when there are several, so the top of the ranking
+    # never depends on binning. A lone contender is the best whatever its exact value.
     contenders = est + bound >= np.max(est - bound)
-    exact = np.flatnonzero((bound > tol) | (contenders & (bound > 0)))
+    exact = np.flatnonzero((bound > tol) | (contenders & (bound > 0) & (contenders.sum() > 1)))
     lab_np = labels.reshape(-1).cpu().numpy() if exact.size else None
     for c in exact.tolist():
-        s = upsample(y[:, c:c + 1].square(), out_hw).reshape(-1)  # (N*H*W,)
-        est[c] = _auroc_from(_thresholds(_np_scores(s), lab_np))
+        est[c] = _auroc_from(_thresholds(exact_values(c), lab_np))
         bound[c] = 0.0
     return ComponentAUROC(auroc=est, error_bound=bound, n_exact=exact.size)

@@ -222,10 +222,10 @@ def test_upsample_matches_opencv(src, dst):
             np.testing.assert_allclose(out[i, k], ref, rtol=0, atol=1e-5)
 
 
-def make_components(dtype=torch.float32, seed=10):
-    """N=6, C=10 components at 7x7, masks at 56x56; component 9 is identically zero."""
+def make_components(dtype=torch.float32, seed=10, size=56):
+    """N=6, C=10 components at 7x7, masks at size x size; component 9 is identically zero."""
     rng = np.random.default_rng(seed)
-    masks = blob_masks(rng, 6, 56, 56, fraction=0.06, n_good=2, sigma=6.0)
+    masks = blob_masks(rng, 6, size, size, fraction=0.06, n_good=2, sigma=6.0 * size / 56)
     low = F.adaptive_avg_pool2d(torch.from_numpy(masks).double()[:, None], 7)  # (6, 1, 7, 7)
     y = torch.from_numpy(rng.standard_normal((6, 10, 7, 7)))
     effect = torch.tensor([8.0, -10, 0, 6, 0, 4, 0, 0, 2, 0], dtype=torch.float64)
@@ -236,14 +236,14 @@ def make_components(dtype=torch.float32, seed=10):
     return y.to(dtype), torch.from_numpy(masks)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_component_aurocs_match_sklearn(dtype):
-    y, masks = make_components(dtype)
+@pytest.mark.parametrize("dtype,size", [(torch.float32, 56), (torch.float32, 112), (torch.float64, 56)])
+def test_component_aurocs_match_sklearn(dtype, size):
+    y, masks = make_components(dtype, size=size)  # float32 at 112: the numba kernel; else torch ops
     tol = 1e-3
-    res = component_aurocs(y, masks, out_size=(56, 56), tol=tol)
+    res = component_aurocs(y, masks, out_size=(size, size), tol=tol)
     assert isinstance(res, ComponentAUROC)
     assert res.auroc.shape == res.error_bound.shape == (10,) and res.auroc.dtype == np.float64
-    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (56, 56))) for c in range(10)])
+    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (size, size))) for c in range(10)])
     diff = np.abs(res.auroc - ref)
     assert np.all(diff <= res.error_bound + 1e-12)
     assert np.all(res.error_bound <= tol)
@@ -330,3 +330,81 @@ def test_component_aurocs_decide_the_best_component_exactly():
     assert int(np.argmax(r.auroc)) == best and r.error_bound[best] == 0.0
     assert r.auroc[best] == pytest.approx(exact[best], abs=1e-12)
     assert np.all(np.abs(r.auroc - exact) <= r.error_bound + 1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# The numba CPU kernel of component_aurocs
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w,out_h,out_w", [(7, 7, 224, 224), (14, 14, 224, 224), (28, 28, 224, 224),
+                                             (56, 56, 224, 224), (8, 8, 256, 256), (13, 17, 200, 333),
+                                             (7, 7, 7, 7)])
+def test_kernel_upsampling_is_bit_identical_to_upsample(h, w, out_h, out_w):
+    kernel = pytest.importorskip("mvgviz._histkernel")
+    from mvgviz.metrics import upsample
+    y = np.random.default_rng(h * w).standard_normal((3, 2, h, w)).astype(np.float32) * 3
+    ref = upsample(torch.from_numpy(y[:, 1:2]).square(), (out_h, out_w))[:, 0].numpy()
+    np.testing.assert_array_equal(kernel.upsample_component(y, 1, out_h, out_w), ref)
+
+
+def _spy_kernel_ranking(monkeypatch):
+    import mvgviz.metrics as M
+    calls = []
+    real = M._kernel_ranking
+    monkeypatch.setattr(M, "_kernel_ranking", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_component_aurocs_kernel_and_torch_paths_rank_the_same_numbers(monkeypatch):
+    pytest.importorskip("mvgviz._histkernel")
+    import mvgviz.metrics as M
+    y, masks = make_components(torch.float32, size=112)  # torch rounds outputs <= 64 wide another way
+    calls = _spy_kernel_ranking(monkeypatch)
+    fast = component_aurocs(y, masks, out_size=(112, 112))
+    assert calls, "the numba kernel was not used for float32 on the CPU"
+    assert np.count_nonzero(fast.error_bound > 0) >= 5  # the histograms were used
+    monkeypatch.setattr(M, "_cpu_kernel", lambda: None)
+    slow = component_aurocs(y, masks, out_size=(112, 112))
+    assert len(calls) == 1
+    # identical upsampled values and bins: identical histograms, estimates and bounds
+    np.testing.assert_array_equal(fast.auroc, slow.auroc)
+    np.testing.assert_array_equal(fast.error_bound, slow.error_bound)
+    assert fast.n_exact == slow.n_exact
+
+
+def test_component_aurocs_fall_back_to_torch_where_the_kernel_rounds_differently(monkeypatch):
+    pytest.importorskip("mvgviz._histkernel")
+    import mvgviz.metrics as M
+    rng = np.random.default_rng(3)
+    masks = torch.from_numpy(blob_masks(rng, 4, 37, 50, fraction=0.1, n_good=1))
+    y = torch.from_numpy(rng.standard_normal((4, 3, 5, 9)).astype(np.float32))
+    y[:, 0] += 3 * F.interpolate(masks[:, None].float(), size=(5, 9), mode="area")[:, 0]
+    y_np = np.ascontiguousarray(y.numpy())
+    assert not M._kernel_matches_torch(M._cpu_kernel(), y, y_np, (37, 50))  # torch's small-size path
+    calls = _spy_kernel_ranking(monkeypatch)
+    res = component_aurocs(y, masks, out_size=(37, 50))
+    assert not calls
+    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (37, 50))) for c in range(3)])
+    assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-12)
+
+
+def test_component_aurocs_from_two_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+    y, masks = make_components(torch.float32, size=112)
+    base = component_aurocs(y, masks, out_size=(112, 112))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: component_aurocs(y, masks, out_size=(112, 112)), range(4)))
+    for r in results:
+        np.testing.assert_array_equal(r.auroc, base.auroc)
+        np.testing.assert_array_equal(r.error_bound, base.error_bound)
+
+
+@pytest.mark.parametrize("size", [56, 112])
+def test_component_aurocs_lone_best_keeps_its_bound_and_is_the_true_best(size):
+    y, masks = make_components(torch.float32, size=size)
+    y = y[:, [0, 2, 3, 4, 5, 6, 7, 8]].contiguous()  # without the near-tie of 0 and 1 and the zero map
+    res = component_aurocs(y, masks, out_size=(size, size), tol=1e-3)
+    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (size, size))) for c in range(8)])
+    best = int(np.argmax(ref))
+    assert int(np.argmax(res.auroc)) == best and np.sort(ref)[-1] - np.sort(ref)[-2] > 1e-3
+    assert res.n_exact == 0 and res.error_bound[best] > 0  # decided without an exact recomputation
+    assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-12)
