@@ -1,3 +1,3 @@
 """mvgviz: explain multivariate Gaussian anomaly-detection models on images."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -396,7 +396,8 @@ def _compute_layers(store: Store, cat: Category, data: CategoryArrays, backbone:
                 for name, f in out.items():
                     if name not in feats[split]:
                         feats[split][name] = np.empty((n, *f.shape[1:]), dtype=np.float32)
-                    feats[split][name][i:i + f.shape[0]] = f.float().cpu().numpy()
+                    # torch's copy converts device, dtype and memory format (channels-last on the CPU) at once
+                    torch.from_numpy(feats[split][name][i:i + f.shape[0]]).copy_(f)
                 t.update(x.shape[0])
     del extractor
     masks = torch.from_numpy(np.array(data.masks("test"))).to(dev)  # (N, S, S) bool, a writable copy

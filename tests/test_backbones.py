@@ -90,3 +90,62 @@ def test_random_weights_explicit_and_labelled():
     a = build_backbone("resnet18", "random")
     b = build_backbone("resnet18", "random")
     assert torch.equal(a.conv1.weight, b.conv1.weight)  # seeded
+
+
+def _random_bn_statistics(net, seed=0):
+    """Non-trivial running statistics and affine parameters, so folding them is really tested."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+@pytest.mark.parametrize("name,weights", [("efficientnet_lite0", None), ("resnet18", "random"),
+                                          ("wide_resnet50_2", "random")])
+def test_optimized_extractor_equals_the_published_network(name, weights):
+    spec = get_spec(name)
+    plain = FeatureExtractor(name, spec.layers, weights, optimize=False)
+    if weights == "random":
+        _random_bn_statistics(plain.net)
+    fast = FeatureExtractor(name, spec.layers, weights, optimize=False)
+    fast.net.load_state_dict(plain.net.state_dict())
+    from mvgviz.features import prepare_for_inference
+    prepare_for_inference(fast.net)
+    fast.optimize = True  # as FeatureExtractor(optimize=True) does, after the statistics were set
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.net.modules())
+    assert n_bn == 0, f"{n_bn} batch norms were not folded"
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    a, b = plain(x), fast(x)
+    assert list(a) == list(b)
+    for k in a:
+        assert b[k].shape == a[k].shape
+        scale = a[k].abs().max()
+        assert float((a[k] - b[k]).abs().max() / scale) < 1e-4, k
+    assert torch.equal(x, x.contiguous())  # the input is not modified
+
+
+def test_prepare_for_inference_refuses_training_mode():
+    from mvgviz.features import prepare_for_inference
+    net = build_backbone("efficientnet_lite0").train()
+    with pytest.raises(ValueError, match="eval mode"):
+        prepare_for_inference(net)
+
+
+@pytest.mark.parametrize("k,stride,pad,size", [(3, 2, (0, 1, 0, 1), 112), (5, 2, (1, 2, 1, 2), 56),
+                                              (3, 1, (1, 1, 1, 1), 30), (3, 2, (1, 0, 0, 1), 17)])
+def test_absorbed_padding_computes_the_same_convolution(k, stride, pad, size):
+    from torch import nn
+    from mvgviz.features import _absorb_padding
+    g = torch.Generator().manual_seed(k + stride)
+    conv = nn.Conv2d(8, 8, k, stride=stride, groups=8, bias=True)
+    conv.weight.data = torch.randn(conv.weight.shape, generator=g)
+    x = torch.randn(2, 8, size, size + 3, generator=g)
+    ref = conv(nn.functional.pad(x, list(pad)))
+    _absorb_padding(conv, pad)
+    out = conv(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
