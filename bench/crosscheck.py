@@ -2,7 +2,8 @@
 
     python bench/crosscheck.py --data ../shared/data --category magnetic_tile [--cache DIR]
 
-Only the feature maps are shared (the same backbone forward, ``mvgviz.features``); the rest is
+Only the backbone code is shared (``mvgviz.features``, run here as published, without the batch-norm
+folding and padding changes that ``mvgviz report`` uses, so those are checked too); the rest is
 re-implemented here with the reference libraries: ``np.cov`` for the covariance,
 ``scipy.stats.Covariance.from_eigendecomposition(...).whiten`` for Y, OpenCV ``INTER_LINEAR`` for the
 upsampling, ``sklearn.metrics.roc_auc_score`` / ``average_precision_score`` for the pixel metrics, a
@@ -76,7 +77,8 @@ def main() -> int:
     from mvgviz.data import Preprocessing, load_category, load_split_arrays, to_network_input
     from mvgviz.features import FeatureExtractor
     pre, cat = Preprocessing(), load_category(args.data, args.category)
-    fx = FeatureExtractor(rep["backbone"], get_spec(rep["backbone"]).layers)
+    # the network exactly as published (mvgviz runs a prepared copy: batch norms folded, padding absorbed)
+    fx = FeatureExtractor(rep["backbone"], get_spec(rep["backbone"]).layers, optimize=False)
     feats, masks = {}, None
     for split in ("train", "test"):
         images, m = load_split_arrays(cat.split(split), pre)

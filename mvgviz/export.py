@@ -84,11 +84,13 @@ def _weights_arg(model: "Model", weights: str | None) -> str | None:
     """The ``fit(weights=...)`` argument that reproduces ``model.weights`` (None if unknown)."""
     if weights is not None:
         return str(weights)
+    if getattr(model, "weights_arg", None) is not None:
+        return str(model.weights_arg)
     if "RANDOM" in model.weights:
         return "random"
     if model.weights.startswith("imagenet:"):
         return None
-    return None  # a file whose path the model does not know; the manifest says so
+    return None  # a file whose path the model does not know (built by hand); the manifest says so
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,9 +107,9 @@ def manifest(model: "Model", spec: GridSpec, *, weights: str | None = None, data
     spec
         The grid.
     weights
-        The ``weights`` argument the model was fitted with, when it was a file path
-        (the model knows only the file's tag); ``"random"`` and the standard weights are
-        recovered from the tag.
+        The ``weights`` argument the model was fitted with, if the model does not know it
+        (``Model.weights_arg`` is set by :func:`~mvgviz.pipeline.fit` and ``load``);
+        ``"random"`` and the standard weights are recovered from the tag.
     data
         A :class:`~mvgviz.render.GridData` already built for ``spec`` (saves a read).
 

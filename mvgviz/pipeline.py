@@ -206,6 +206,7 @@ class Model:
     layers: dict[str, LayerModel]
     timings: dict[str, float] = field(default_factory=dict)
     computed_layers: tuple[str, ...] = ()
+    weights_arg: str | None = None  # the fit()/load() ``weights`` argument (a file path, "random" or None)
 
     @property
     def image_size(self) -> int:
@@ -285,7 +286,8 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
     return Model(root=Path(root), category=cat.name, backbone=backbone, weights=wtag, reg=rtag,
                  preprocessing=pre, data=data,
                  layers={l.name: LayerModel(l, entries[l.name], pre.crop) for l in wanted},
-                 timings=dict(progress.timings), computed_layers=tuple(l.name for l in todo))
+                 timings=dict(progress.timings), computed_layers=tuple(l.name for l in todo),
+                 weights_arg=None if weights is None else str(weights))
 
 
 @dataclass(frozen=True)
@@ -330,7 +332,8 @@ def load(root: str | os.PathLike, category: str, *, backbone: str = "efficientne
         return None
     return Model(root=Path(root), category=look.cat.name, backbone=backbone, weights=look.wtag, reg=look.rtag,
                  preprocessing=look.pre, data=CategoryArrays(data),
-                 layers={l.name: LayerModel(l, look.entries[l.name], look.pre.crop) for l in look.wanted})
+                 layers={l.name: LayerModel(l, look.entries[l.name], look.pre.crop) for l in look.wanted},
+                 weights_arg=None if weights is None else str(weights))
 
 
 def store_key(base: dict, layer: str) -> str:

@@ -214,3 +214,12 @@ def test_help_documents_both_forms(capsys):
         main(["export", "--help"])
     text = capsys.readouterr().out
     assert "--from-manifest" in text and "--components" in text and "FILE.png.json" in text
+
+
+def test_manifest_takes_the_weights_file_from_the_model(demo_model, spec):
+    import dataclasses
+    assert demo_model.weights_arg is None  # fitted with the standard weights
+    mine = dataclasses.replace(demo_model, weights="file:w.pth:123:456", weights_arg="/models/w.pth")
+    m = manifest(mine, spec)["model"]
+    assert m["weights_arg"] == "/models/w.pth" and m["weights_arg_known"]
+    assert manifest(mine, spec, weights="/other/w.pth")["model"]["weights_arg"] == "/other/w.pth"
