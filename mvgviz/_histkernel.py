@@ -4,15 +4,17 @@ The ranking histograms every upsampled ``y2_c`` value of every component: ~4e9 v
 components over 160 images at 224x224. Materialising each upsampled map and binning it with
 array operations moves every value through memory several times (~1.7 ns per value on two cores);
 these kernels upsample one image of one component into a row buffer and bin it while it is in
-cache (~0.4 ns per value on two cores).
+cache (~0.4 ns per value on two cores). They are serial and release the GIL (``nogil``): the caller
+runs chunks of components on a thread pool (``parallel=True`` compiled twice as slowly and brings a
+second OpenMP runtime next to torch's).
 
 Upsampling is bilinear with ``align_corners=False`` (half-pixel centres, edge values clamped),
 as :func:`mvgviz.metrics.upsample`, and reproduces torch's CPU ``F.interpolate`` arithmetic
 operation for operation, fused multiply-adds included: first along the width at every feature
 row, ``fma(w0, a, w1 * b)``, then along the height, ``fma(h0, r0, h1 * r1)``. The caller checks
 that the result is bit-identical to ``F.interpolate`` on the data at hand before trusting the
-kernel (``metrics._kernel_matches_torch``); where it is not (some small odd sizes use another
-torch code path), the torch path runs instead. :func:`upsample_component` gives the very values
+kernel (``metrics._kernel_matches_torch``); where it is not (small outputs, e.g. 7x7 -> 56x56,
+take another torch code path that rounds differently), the torch path runs instead. :func:`upsample_component` gives the very values
 the histograms count.
 
 Imported lazily by :mod:`mvgviz.metrics` (importing numba takes ~0.3 s); compiled code is cached on
@@ -85,7 +87,7 @@ def _height_row(u, i0, i1, h0, h1, out):
         out[j] = _fma(h0, ua[j], h1 * ub[j])
 
 
-@nb.njit(parallel=True, **_OPTS)
+@nb.njit(**_OPTS)
 def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, n_bins):
     """All-pixel and positive-pixel histograms of the upsampled y2 maps of components c0..c1-1.
 
@@ -110,7 +112,7 @@ def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, n_bins):
     k = c1 - c0
     hist_all = np.zeros((k, n_bins), np.int64)
     hist_pos = np.zeros((k, n_bins), np.int64)
-    for ci in nb.prange(k):  # one component per task: no two threads share a histogram
+    for ci in range(k):
         c = c0 + ci
         ha = hist_all[ci]
         hp = hist_pos[ci]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,7 +65,6 @@ _MAX_BINS = 1 << 24
 _MAX_HIST = (1 << 31) - 1  # bin indices of a chunk are int32
 # The numba CPU kernels (mvgviz._histkernel), loaded on first use; False when numba is missing.
 _KERNEL = None
-_KERNEL_LOCK = threading.Lock()
 # float dtype -> (int dtype of the same width, mantissa bits, NumPy int dtype)
 _BITS = {torch.float32: (torch.int32, 23, np.int32), torch.float64: (torch.int64, 52, np.int64)}
 
@@ -568,19 +566,6 @@ def _cpu_kernel():
     return _KERNEL or None
 
 
-@contextmanager
-def _numba_threads(n: int):
-    """numba's parallel kernels on n threads (the torch setting) for the duration; one caller at a time."""
-    import numba
-    with _KERNEL_LOCK:  # kernels from several Python threads (e.g. two app fits) run one after another
-        before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(before)
-
-
 def _kernel_matches_torch(kernel, y: torch.Tensor, y_np: np.ndarray, out_hw: tuple[int, int]) -> bool:
     """Whether the kernel's upsampling is bit-identical to :func:`upsample` for this geometry.
 
@@ -598,18 +583,30 @@ def _kernel_matches_torch(kernel, y: torch.Tensor, y_np: np.ndarray, out_hw: tup
 
 def _kernel_ranking(kernel, y: torch.Tensor, y_np: np.ndarray, m_np: np.ndarray, n_bins: int,
                     chunk_components: int | None, estimate) -> None:
-    """Histograms with the fused numba kernel (CPU, float32), a chunk of components at a time."""
+    """Histograms with the fused numba kernel (CPU, float32), chunks of components on a thread pool.
+
+    The kernel is compiled ``nogil``: ``torch.get_num_threads()`` Python threads run it on separate
+    chunks at once (each writes its own histograms and its own slice of the estimates).
+    """
     n_comp = y.shape[1]
     shift, lo, hi = _bin_params(y.square(), n_bins)  # (C,) each
     rows_pos = m_np.any(axis=2)  # (N, H)
     threads = max(1, torch.get_num_threads())
-    if chunk_components is None:  # every thread gets components; ~1 MB of histograms per component
-        chunk_components = max(2 * threads, _TARGET_HIST["cpu"] // n_bins)
-    with _numba_threads(threads):
-        for c0 in range(0, n_comp, chunk_components):
-            c1 = min(n_comp, c0 + chunk_components)
-            hist_all, hist_pos = kernel.component_histograms(y_np, c0, c1, shift, lo, hi, m_np, rows_pos, n_bins)
-            estimate(c0, torch.from_numpy(hist_all), torch.from_numpy(hist_pos))
+    if chunk_components is None:  # ~1 MB of histograms per component; a few chunks per thread
+        chunk_components = max(1, min(_TARGET_HIST["cpu"] // n_bins, -(-n_comp // (2 * threads))))
+
+    def one_chunk(c0: int) -> None:
+        c1 = min(n_comp, c0 + chunk_components)
+        hist_all, hist_pos = kernel.component_histograms(y_np, c0, c1, shift, lo, hi, m_np, rows_pos, n_bins)
+        estimate(c0, torch.from_numpy(hist_all), torch.from_numpy(hist_pos))
+
+    starts = range(0, n_comp, chunk_components)
+    if threads == 1 or len(starts) == 1:
+        for c0 in starts:
+            one_chunk(c0)
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
+            list(pool.map(one_chunk, starts))
 
 
 def _torch_ranking(y: torch.Tensor, labels: torch.Tensor, out_hw: tuple[int, int], n_bins: int,
@@ -665,8 +662,8 @@ def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: 
     its bound).
 
     Where it runs: for float32 on the CPU, a numba kernel (:mod:`mvgviz._histkernel`) upsamples one
-    image of one component at a time and bins it while it is in cache, in parallel over components
-    on ``torch.get_num_threads()`` threads. It is used only after its values were checked to be
+    image of one component at a time and bins it while it is in cache, chunks of components on
+    ``torch.get_num_threads()`` threads. It is used only after its values were checked to be
     bit-identical to :func:`upsample`'s for these sizes, so both paths rank the same numbers.
     Otherwise (CUDA, float64, numba missing, or a size where torch rounds differently) the maps
     are upsampled with :func:`upsample` in chunks and counted with ``torch.bincount`` on ``y``'s
