@@ -570,8 +570,9 @@ def _kernel_matches_torch(kernel, y: torch.Tensor, y_np: np.ndarray, out_hw: tup
     """Whether the kernel's upsampling is bit-identical to :func:`upsample` for this geometry.
 
     The kernel reproduces torch's CPU arithmetic for the sizes the pipeline uses (e.g. 7, 14, 28,
-    56 -> 224); torch takes other code paths for some small odd sizes. The arithmetic depends on
-    the sizes only, so the first images of the first and last components decide.
+    56 -> 224); torch rounds small outputs (e.g. 7 -> 56) through another code path. Which
+    arithmetic runs depends on the sizes only, so the first images of the first and last
+    components decide.
     """
     n = min(2, y.shape[0])
     for c in sorted({0, y.shape[1] - 1}):

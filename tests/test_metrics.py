@@ -266,11 +266,12 @@ def test_component_aurocs_exact_fallback_everywhere():
     assert np.all(coarse.error_bound <= 1e-3)
 
 
-def test_component_aurocs_chunking_does_not_change_results():
-    y, masks = make_components()
-    base = component_aurocs(y, masks, out_size=(56, 56))
+@pytest.mark.parametrize("size", [56, 112])  # 56: torch ops; 112: the numba kernel
+def test_component_aurocs_chunking_does_not_change_results(size):
+    y, masks = make_components(size=size)
+    base = component_aurocs(y, masks, out_size=(size, size))
     for cc, bi in [(1, 1), (3, 4), (10, 6), (7, 2), (4, None), (None, 5)]:
-        other = component_aurocs(y, masks, out_size=(56, 56), chunk_components=cc, batch_images=bi)
+        other = component_aurocs(y, masks, out_size=(size, size), chunk_components=cc, batch_images=bi)
         np.testing.assert_array_equal(other.auroc, base.auroc)
         np.testing.assert_array_equal(other.error_bound, base.error_bound)
         assert other.n_exact == base.n_exact
