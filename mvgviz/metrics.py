@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -560,6 +561,10 @@ def _cpu_kernel():
         try:
             from . import _histkernel
         except ImportError:  # numba is a requirement; without it the torch path still works
+            _KERNEL = False
+        except Exception as e:  # e.g. numba finds no writable cache directory (NUMBA_CACHE_DIR fixes it)
+            warnings.warn(f"mvgviz: the numba ranking kernel is unavailable ({type(e).__name__}: {e}); "
+                          "ranking with torch ops instead (same results, slower)", RuntimeWarning, stacklevel=2)
             _KERNEL = False
         else:
             _KERNEL = _histkernel

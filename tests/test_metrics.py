@@ -409,3 +409,18 @@ def test_component_aurocs_lone_best_keeps_its_bound_and_is_the_true_best(size):
     assert int(np.argmax(res.auroc)) == best and np.sort(ref)[-1] - np.sort(ref)[-2] > 1e-3
     assert res.n_exact == 0 and res.error_bound[best] > 0  # decided without an exact recomputation
     assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-12)
+
+
+def test_component_aurocs_without_numba(monkeypatch):
+    import sys
+    import mvgviz.metrics as M
+    y, masks = make_components(torch.float32, size=112)
+    with_kernel = component_aurocs(y, masks, out_size=(112, 112))
+    monkeypatch.setattr(M, "_KERNEL", None)
+    import mvgviz
+    monkeypatch.delattr(mvgviz, "_histkernel", raising=False)
+    monkeypatch.setitem(sys.modules, "mvgviz._histkernel", None)  # import fails as if numba were absent
+    assert M._cpu_kernel() is None
+    without = component_aurocs(y, masks, out_size=(112, 112))
+    np.testing.assert_array_equal(without.auroc, with_kernel.auroc)
+    np.testing.assert_array_equal(without.error_bound, with_kernel.error_bound)
