@@ -26,8 +26,9 @@ def prepare_for_inference(net: nn.Module) -> nn.Module:
       ``_absorb_padding``);
     - activations run in place (they only ever see a fresh convolution output there).
 
-    The outputs equal the original network's up to float32 rounding (~5e-6 relative on EfficientNet-Lite0; the tests allow 1e-4); see
-    BENCHMARKS.md for the speed-up (with channels-last memory, :class:`FeatureExtractor`).
+    The outputs equal the original network's up to float32 rounding (~5e-6 relative on
+    EfficientNet-Lite0; the tests allow 1e-4); see BENCHMARKS.md for the speed-up (with
+    channels-last memory, :class:`FeatureExtractor`).
     """
     if net.training:
         raise ValueError("prepare_for_inference needs a network in eval mode (batch norm statistics are frozen)")
