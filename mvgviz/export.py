@@ -84,13 +84,10 @@ def _weights_arg(model: "Model", weights: str | None) -> str | None:
     """The ``fit(weights=...)`` argument that reproduces ``model.weights`` (None if unknown)."""
     if weights is not None:
         return str(weights)
-    if getattr(model, "weights_arg", None) is not None:
-        return str(model.weights_arg)
-    if "RANDOM" in model.weights:
-        return "random"
-    if model.weights.startswith("imagenet:"):
-        return None
-    return None  # a file whose path the model does not know (built by hand); the manifest says so
+    if model.weights_arg is not None:  # what fit()/load() were given
+        return model.weights_arg
+    # the standard weights need no argument (None); a file the model does not know stays unknown
+    return "random" if "RANDOM" in model.weights else None
 
 
 # ---------------------------------------------------------------------------------------
