@@ -1,35 +1,47 @@
-"""Fit a category end to end and read the results back from the cache.
+"""Fit a category end to end: orchestration that knows no method by name.
 
-``fit(root, category, ...)`` returns a :class:`Model`: one :class:`LayerModel` per layer,
-each backed by a cache entry (whitened features Y of both splits, M2 maps, the Gaussian's
-eigendecomposition, colour-scale statistics and metrics). Layers already cached are not
-recomputed; missing ones are computed in one backbone pass.
+``fit(root, category, ...)`` returns a :class:`mvgviz.results.Model` with one
+:class:`mvgviz.results.LayerModel` per layer: the paper's Gaussian
+(:class:`mvgviz.models.MVG`) fitted on that layer, every part of it in the cache. Layers
+already cached are not recomputed.
 
-Steps (their wall times land in ``Model.timings``): ``decode`` (read and preprocess the
-images), ``backbone`` (feature maps), ``fit`` (streaming sums, eigendecomposition),
-``whitening`` (Y, M2, colour-scale statistics), ``metrics`` (image/pixel AUROC, AUPR,
-AUPRO), ``ranking`` (single-component pixel AUROC of every component), ``cache write``.
+Everything streams over image batches, so memory follows ``batch_size``, not the data set:
+
+1. ``decode``: images are read, preprocessed and appended to the category's data entry in
+   batches;
+2. ``backbone``: the feature pass (:mod:`mvgviz.featurepass`) runs the backbone once per (data
+   set, category, backbone, weights, preprocessing, storage) and caches every layer's maps;
+3. per layer (one bar, ``layer <name>``): ``fit`` (the method's streamed fit), ``whitening``
+   (the method scores both splits batch by batch: components Y, maps M2 and image scores are
+   appended to the layer's entry; colour-scale statistics stream over what was written),
+   ``metrics`` (:func:`mvgviz.evaluate.evaluate` over the upsampled maps, batch by batch),
+   ``ranking`` (single-component pixel AUROC of every component, streamed), ``cache write``.
+
+Their wall times land in ``Model.timings``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from . import __version__
 from .backbones import RANDOM, LayerSpec, check_weights_available, get_spec, parse_layers, weights_tag
 from .cache import Entry, Store, make_key
 from .data import Category, Preprocessing, load_category, load_split_arrays
+from .featurepass import CachedFeatures, check_storage, feature_key, feature_pass
 from .gaussian import reg_tag
+from .models import MVG
 from .progress import Progress
-from .whitening import ScaleStats
+from .results import CategoryArrays, LayerModel, Model, Names
+
+__all__ = ["CategoryArrays", "LayerModel", "Model", "fit", "load"]
 
 # torch, scipy and the metrics are imported only when something must be computed, so
 # that reading a warm cache (the viewer, ``report`` on a fitted category) starts fast.
@@ -70,179 +82,15 @@ def resolve_device(device):
 
 
 # ---------------------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CategoryArrays:
-    """Preprocessed images and masks of a category, from the cache (memory-mapped)."""
-
-    entry: Entry
-
-    def images(self, split: str) -> np.ndarray:
-        """(N, S, S, 3) uint8: the network's input before normalisation."""
-        return self.entry.array(f"images_{split}")
-
-    def masks(self, split: str = "test") -> np.ndarray:
-        """(N, S, S) bool ground truth (all False for good and train images)."""
-        return self.entry.array(f"masks_{split}")
-
-    def files(self, split: str) -> list[str]:
-        return self.entry.meta[f"files_{split}"]
-
-    def defect_types(self, split: str) -> list[str]:
-        return self.entry.meta[f"defects_{split}"]
-
-    def labels(self, split: str) -> np.ndarray:
-        return np.array([d != "good" for d in self.defect_types(split)], dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class LayerModel:
-    """One layer's fitted Gaussian, whitened features and metrics (cache-backed)."""
-
-    spec: LayerSpec
-    entry: Entry
-    image_size: int
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def meta(self) -> dict:
-        return self.entry.meta
-
-    @property
-    def channels(self) -> int:
-        return self.spec.channels
-
-    @property
-    def feature_size(self) -> tuple[int, int]:
-        return tuple(self.meta["feature_size"])
-
-    @property
-    def metrics(self) -> dict:
-        """image_auroc, pixel_auroc, pixel_aupr (average precision), aupro."""
-        return self.meta["metrics"]
-
-    @cached_property
-    def eigvals(self) -> np.ndarray:
-        return np.asarray(self.entry.array("eigvals", mmap=False))
-
-    @cached_property
-    def component_auroc(self) -> np.ndarray:
-        """(C,) single-component pixel AUROC on the test split."""
-        return np.asarray(self.entry.array("component_auroc", mmap=False))
-
-    @cached_property
-    def component_auroc_error(self) -> np.ndarray:
-        """(C,) proven bound on |binned - exact| AUROC (0 where computed exactly)."""
-        return np.asarray(self.entry.array("component_auroc_error", mmap=False))
-
-    def ranking(self) -> np.ndarray:
-        """Component indices, best single-component AUROC first (ties: lower index first)."""
-        return np.lexsort((np.arange(self.channels), -self.component_auroc))
-
-    def stats(self, split: str) -> ScaleStats:
-        return ScaleStats.from_dict(self.meta["stats"][split])
-
-    def y(self, split: str, images: Sequence[int] | slice | None = None,
-          components: Sequence[int] | slice | None = None) -> np.ndarray:
-        """Whitened features (n, k, h, w) float32, read from the memory map."""
-        arr = self.entry.array(f"y_{split}")
-        images = slice(None) if images is None else images
-        components = slice(None) if components is None else components
-        if not isinstance(images, slice):
-            images = np.asarray(images, dtype=np.int64)
-        out = arr[images]
-        if not isinstance(components, slice):
-            components = np.asarray(components, dtype=np.int64)
-        return np.asarray(out[:, components])
-
-    def y2(self, split: str, images=None, components=None, *, upsampled: bool = True) -> np.ndarray:
-        """Squared components (n, k, H, W); upsampled bilinear (OpenCV) to the input size."""
-        y2 = np.square(self.y(split, images, components))
-        return upsample_maps(y2, self.image_size) if upsampled else y2
-
-    def m2(self, split: str, images=None, *, upsampled: bool = True) -> np.ndarray:
-        """M2 maps (n, H, W); upsampled bilinear (OpenCV) to the input size."""
-        arr = self.entry.array(f"m2_{split}")
-        sel = slice(None) if images is None else (images if isinstance(images, slice)
-                                                   else np.asarray(images, dtype=np.int64))
-        m2 = np.asarray(arr[sel])
-        return upsample_maps(m2[:, None], self.image_size)[:, 0] if upsampled else m2
-
-    def image_scores(self) -> np.ndarray:
-        """(N_test,) max of the upsampled M2 map per test image."""
-        return np.asarray(self.entry.array("image_scores_test", mmap=False))
-
-
-def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:
-    """(n, k, h, w) -> (n, k, size, size) float32 with OpenCV INTER_LINEAR (the paper's)."""
-    n, k, h, w = maps.shape
-    if (h, w) == (size, size):
-        return maps.astype(np.float32, copy=False)
-    flat = np.ascontiguousarray(maps.reshape(n * k, h, w).transpose(1, 2, 0), dtype=np.float32)
-    out = np.empty((n * k, size, size), dtype=np.float32)
-    step = 128  # OpenCV 5 resizes at most 128 channels at once (CV_CN_MAX; 512 in OpenCV 4)
-    for i in range(0, n * k, step):
-        chunk = cv2.resize(flat[:, :, i:i + step], (size, size), interpolation=cv2.INTER_LINEAR)
-        out[i:i + step] = chunk.reshape(size, size, -1).transpose(2, 0, 1)
-    return out.reshape(n, k, size, size)
-
-
-@dataclass
-class Model:
-    """A fitted (category, backbone, weights, regulariser) with its layers."""
-
-    root: Path
-    category: str
-    backbone: str
-    weights: str
-    reg: str
-    preprocessing: Preprocessing
-    data: CategoryArrays
-    layers: dict[str, LayerModel]
-    timings: dict[str, float] = field(default_factory=dict)
-    computed_layers: tuple[str, ...] = ()
-    weights_arg: str | None = None  # the fit()/load() ``weights`` argument (a file path, "random" or None)
-
-    @property
-    def image_size(self) -> int:
-        return self.preprocessing.crop
-
-    def layer(self, name: str) -> LayerModel:
-        key = get_spec(self.backbone).layer(name).name
-        if key not in self.layers:
-            raise KeyError(f"layer {name!r} was not fitted; fitted: {', '.join(self.layers)}")
-        return self.layers[key]
-
-    def report(self) -> dict:
-        """The JSON report of ``mvgviz report --json``."""
-        return {
-            "category": self.category, "backbone": self.backbone, "weights": self.weights,
-            "regularisation": self.reg, "image_size": self.image_size,
-            "mvgviz_version": __version__,
-            "pixel_aupr_definition": "average precision (step-wise, as sklearn.metrics.average_precision_score)",
-            "layers": [{
-                "name": lm.name, "channels": lm.channels, "feature_size": list(lm.feature_size),
-                **{k: lm.metrics[k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")},
-                "components": [{"index": c, "eigenvalue": float(lm.eigvals[c]),
-                                "auroc": float(lm.component_auroc[c])} for c in range(lm.channels)],
-            } for lm in self.layers.values()],
-        }
-
-
-# ---------------------------------------------------------------------------------------
 # Fitting
 # ---------------------------------------------------------------------------------------
+
 
 def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet_lite0",
         layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
         device: str = "auto", cache: str | os.PathLike | Store | None = None,
-        preprocessing: Preprocessing | None = None, batch_size: int = 16,
-        progress: Progress | None = None) -> Model:
+        preprocessing: Preprocessing | None = None, batch_size: int = 16, storage: str = "float32",
+        unlabelled: bool = False, progress: Progress | None = None) -> Model:
     """Fit (or load from the cache) one Gaussian per layer for a category.
 
     Parameters
@@ -258,36 +106,70 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
         ``"auto"``, ``"cpu"`` or ``"cuda"``; changes speed only, not results (up to
         float rounding).
     batch_size
-        Images per backbone batch; changes memory and speed only.
+        Images per batch everywhere (backbone, whitening, metrics, ranking); changes memory and
+        speed only.
+    storage
+        ``"float32"`` (default) or ``"float16"``: how the cached features and whitened components
+        are stored (half the disk; changes the metrics slightly, see README).
+    unlabelled
+        Accept a test split without (complete) labels or masks: metrics that need them are None,
+        with a note; everything else works. See :func:`mvgviz.data.load_category`.
     """
     progress = progress or Progress()
     check_device(device)
-    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing)
-    pre, wanted, wtag, rtag, store, cat, base, keys, entries = (
-        look.pre, look.wanted, look.wtag, look.rtag, look.store, look.cat, look.base, look.keys, look.entries)
-    missing = [l for l in wanted if entries[l.name] is None]
+    batch_size = _check_batch_size(batch_size)
+    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage, unlabelled)
+    missing = [l for l in look.wanted if look.entries[l.name] is None]
     if missing:  # before decoding anything: no weights, no work and no cache entry
         check_weights_available(backbone, weights)
-    data = _ensure_data(store, cat, pre, progress)
-    todo: list = []
+    data = _ensure_data(look.store, look.cat, look.pre, batch_size, progress)
+    entries, todo = dict(look.entries), []
     if missing:
         with ExitStack() as stack:
-            for l in sorted(missing, key=lambda l: keys[l.name]):  # fixed order: no deadlock
-                stack.enter_context(store.lock(keys[l.name]))
-            entries.update({l.name: store.get(keys[l.name]) for l in missing})
+            for l in sorted(missing, key=lambda l: look.keys[l.name]):  # fixed order: no deadlock
+                stack.enter_context(look.store.lock(look.keys[l.name]))
+            entries.update({l.name: look.store.get(look.keys[l.name]) for l in missing})
             todo = [l for l in missing if entries[l.name] is None]  # another process may have done them
             if todo:
                 _import_compute_stack(progress)
                 if weights == RANDOM:
                     progress.message(f"WARNING: backbone {backbone} with RANDOM weights (not pretrained)")
-                new = _compute_layers(store, cat, data, backbone, weights, todo, base, keys, reg,
-                                      resolve_device(device), pre, batch_size, progress)
-                entries.update(new)
-    return Model(root=Path(root), category=cat.name, backbone=backbone, weights=wtag, reg=rtag,
-                 preprocessing=pre, data=data,
-                 layers={l.name: LayerModel(l, entries[l.name], pre.crop) for l in wanted},
-                 timings=dict(progress.timings), computed_layers=tuple(l.name for l in todo),
-                 weights_arg=None if weights is None else str(weights))
+                dev = resolve_device(device)
+                feats = _ensure_features(look, data, backbone, weights, dev, batch_size, progress)
+                for l in todo:
+                    entries[l.name] = _fit_layer(look, l, feats, data, dev, batch_size, progress)
+    return _model(look, root, backbone, weights, data, entries, timings=dict(progress.timings),
+                  computed=tuple(l.name for l in todo))
+
+
+def load(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet_lite0",
+         layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
+         cache: str | os.PathLike | Store | None = None, preprocessing: Preprocessing | None = None,
+         storage: str = "float32", unlabelled: bool = False) -> Model | None:
+    """The model from the cache, or None if any part of it is not cached. Never computes,
+    never waits on a lock, never imports torch: a cheap check for viewers. Same options as
+    :func:`fit` (a cache entry from another mvgviz version is a miss: None)."""
+    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage, unlabelled)
+    data = look.store.get(_data_key(look.cat, look.pre)[0])
+    if data is None or any(e is None for e in look.entries.values()):
+        return None
+    return _model(look, root, backbone, weights, CategoryArrays(data), look.entries)
+
+
+def _model(look: "_Lookup", root, backbone, weights, data: CategoryArrays, entries: dict, *,
+           timings: dict | None = None, computed: tuple = ()) -> Model:
+    return Model(root=Path(root), category=look.cat.name, backbone=backbone, weights=look.wtag, reg=look.rtag,
+                 preprocessing=look.pre, data=data,
+                 layers={l.name: LayerModel(l, entries[l.name], look.pre.crop) for l in look.wanted},
+                 timings=timings or {}, computed_layers=computed,
+                 weights_arg=None if weights is None else str(weights), storage=look.storage,
+                 unlabelled=look.cat_unlabelled)
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 @dataclass(frozen=True)
@@ -296,48 +178,38 @@ class _Lookup:
     wanted: tuple
     wtag: str
     rtag: str
+    storage: str
     store: Store
     cat: Category
     base: dict
     keys: dict
     entries: dict
 
+    @property
+    def cat_unlabelled(self) -> bool:
+        return bool(getattr(self.cat, "unlabelled", False))
 
-def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing) -> _Lookup:
+    def parts(self, layer: str) -> dict:
+        return {**self.base, "layer": layer}
+
+
+def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage,
+            unlabelled) -> _Lookup:
     """Validate the options and find the cache entries of every wanted layer (None = missing)."""
     pre = preprocessing or Preprocessing()
     spec = get_spec(backbone)
     wanted = parse_layers(spec, layers)
     wtag = weights_tag(backbone, weights)
     rtag = reg_tag(reg)
+    storage = check_storage(storage)
     store = cache if isinstance(cache, Store) else Store(cache)
-    cat = load_category(root, category)
-    base = {"kind": "layer", "dataset": cat.fingerprint, "category": cat.name, "backbone": backbone,
-            "weights": wtag, "preprocessing": pre.tag(), "reg": rtag, "version": __version__}
-    keys = {l.name: store_key(base, l.name) for l in wanted}
+    cat = load_category(root, category, **({"unlabelled": True} if unlabelled else {}))
+    base = {"kind": "layer", "method": MVG.name, "dataset": cat.fingerprint, "category": cat.name,
+            "unlabelled": bool(getattr(cat, "unlabelled", False)), "backbone": backbone, "weights": wtag,
+            "preprocessing": pre.tag(), "reg": rtag, "storage": storage, "version": __version__}
+    keys = {l.name: make_key({**base, "layer": l.name}) for l in wanted}
     entries = {name: store.get(k) for name, k in keys.items()}
-    return _Lookup(pre, wanted, wtag, rtag, store, cat, base, keys, entries)
-
-
-def load(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet_lite0",
-         layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
-         cache: str | os.PathLike | Store | None = None,
-         preprocessing: Preprocessing | None = None) -> Model | None:
-    """The model from the cache, or None if any part of it is not cached. Never computes,
-    never waits on a lock, never imports torch: a cheap check for viewers. Same options as
-    :func:`fit` (a cache entry from another mvgviz version is a miss: None)."""
-    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing)
-    data = look.store.get(_data_key(look.cat, look.pre)[0])
-    if data is None or any(e is None for e in look.entries.values()):
-        return None
-    return Model(root=Path(root), category=look.cat.name, backbone=backbone, weights=look.wtag, reg=look.rtag,
-                 preprocessing=look.pre, data=CategoryArrays(data),
-                 layers={l.name: LayerModel(l, look.entries[l.name], look.pre.crop) for l in look.wanted},
-                 weights_arg=None if weights is None else str(weights))
-
-
-def store_key(base: dict, layer: str) -> str:
-    return make_key({**base, "layer": layer})
+    return _Lookup(pre, wanted, wtag, rtag, storage, store, cat, base, keys, entries)
 
 
 def _import_compute_stack(progress: Progress) -> None:
@@ -350,13 +222,25 @@ def _import_compute_stack(progress: Progress) -> None:
         import torch  # noqa: F401
 
 
+# ---------------------------------------------------------------------------------------
+# Data and features
+# ---------------------------------------------------------------------------------------
+
 def _data_key(cat: Category, pre: Preprocessing) -> tuple[str, dict]:
     parts = {"kind": "data", "dataset": cat.fingerprint, "category": cat.name,
+             "unlabelled": bool(getattr(cat, "unlabelled", False)),
              "preprocessing": pre.tag(), "version": __version__}
     return make_key(parts), parts
 
 
-def _ensure_data(store: Store, cat: Category, pre: Preprocessing, progress: Progress) -> CategoryArrays:
+def _split_labels(split) -> list[int]:
+    """1 = defective, 0 = good, -1 = unknown."""
+    return [int(v) for v in np.asarray(split.labels).tolist()]
+
+
+def _ensure_data(store: Store, cat: Category, pre: Preprocessing, batch_size: int,
+                 progress: Progress) -> CategoryArrays:
+    """The category's preprocessed images and masks, decoded in batches into a cache entry."""
     key, parts = _data_key(cat, pre)
     entry = store.get(key)
     if entry is None:
@@ -364,105 +248,145 @@ def _ensure_data(store: Store, cat: Category, pre: Preprocessing, progress: Prog
             entry = store.get(key)
             if entry is None:
                 _import_compute_stack(progress)
-                arrays, meta = {}, {}
-                with progress.task("decode", total=len(cat.train) + len(cat.test)) as t:
+                step = max(batch_size, 32)
+                with store.writer(key, parts) as w, progress.task("decode", total=len(cat.train) + len(cat.test)) as t:
                     for name in SPLITS:
                         split = cat.split(name)
-                        images, masks = load_split_arrays(split, pre, progress=t.update)
-                        arrays[f"images_{name}"] = images
-                        arrays[f"masks_{name}"] = masks
-                        meta[f"files_{name}"] = [p.relative_to(cat.root).as_posix() for p in split.paths]
-                        meta[f"defects_{name}"] = list(split.defect_types)
-                with progress.timer("cache write"):
-                    entry = store.put(key, parts, meta, arrays)
+                        n, s = len(split), pre.crop
+                        images = w.appender(Names.images(name), (n, s, s, 3), np.uint8)
+                        masks = w.appender(Names.masks(name), (n, s, s), np.bool_)
+                        for i in range(0, n, step):
+                            part = dataclasses.replace(split, paths=split.paths[i:i + step],
+                                                       defect_types=split.defect_types[i:i + step],
+                                                       mask_paths=split.mask_paths[i:i + step])
+                            im, m = load_split_arrays(part, pre, progress=t.update)
+                            images.write(im)
+                            masks.write(m)
+                        w.meta[f"files_{name}"] = [p.relative_to(cat.root).as_posix() for p in split.paths]
+                        w.meta[f"defects_{name}"] = list(split.defect_types)
+                        w.meta[f"labels_{name}"] = _split_labels(split)
+                    test = cat.split("test")
+                    w.meta.update(image_labels=bool(getattr(test, "image_labels", True)),
+                                  pixel_labels=bool(getattr(test, "pixel_labels", True)),
+                                  label_note=str(getattr(test, "label_note", "")))
+                progress.timings["cache write"] = progress.timings.get("cache write", 0.0) + w.commit_seconds
+                entry = w.entry
     return CategoryArrays(entry)
 
 
-def _compute_layers(store: Store, cat: Category, data: CategoryArrays, backbone: str,
-                    weights: str | None, todo: list[LayerSpec], base: dict, keys: dict,
-                    reg: str, dev, pre: Preprocessing, batch_size: int,
-                    progress: Progress) -> dict[str, Entry]:
+def _ensure_features(look: _Lookup, data: CategoryArrays, backbone: str, weights: str | None, dev,
+                     batch_size: int, progress: Progress) -> CachedFeatures:
+    key, parts = feature_key(look.cat, backbone, look.wtag, look.pre, look.storage)
+    entry = look.store.get(key)
+    if entry is None:
+        with look.store.lock(key):
+            entry = look.store.get(key)
+            if entry is None:
+                images = {s: data.reader("images", s) for s in SPLITS}
+                return feature_pass(look.store, key, parts, images, backbone, weights, look.pre, dev,
+                                    batch_size=batch_size, storage=look.storage, progress=progress)
+    return CachedFeatures(entry, backbone)
+
+
+# ---------------------------------------------------------------------------------------
+# One layer
+# ---------------------------------------------------------------------------------------
+
+def _fit_layer(look: _Lookup, l: LayerSpec, feats: CachedFeatures, data: CategoryArrays, dev,
+               batch_size: int, progress: Progress) -> Entry:
+    """Fit, score, evaluate, rank and store the paper's Gaussian on one layer, streaming."""
     import torch
 
-    from .data import to_network_input
-    from .features import FeatureExtractor
-    extractor = FeatureExtractor(backbone, tuple(todo), weights).to(dev)
-    feats: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
-    n_total = sum(len(data.files(s)) for s in SPLITS)
-    with progress.task("backbone", total=n_total) as t:
-        for split in SPLITS:
-            images = data.images(split)
-            n = images.shape[0]
-            for i in range(0, n, batch_size):
-                x = to_network_input(images[i:i + batch_size], pre, dev)
-                out = extractor(x)
-                for name, f in out.items():
-                    if name not in feats[split]:
-                        feats[split][name] = np.empty((n, *f.shape[1:]), dtype=np.float32)
-                    # torch's copy converts device, dtype and memory format (channels-last on the CPU) at once
-                    torch.from_numpy(feats[split][name][i:i + f.shape[0]]).copy_(f)
-                t.update(x.shape[0])
-    del extractor
-    masks = torch.from_numpy(np.array(data.masks("test"))).to(dev)  # (N, S, S) bool, a writable copy
-    labels = data.labels("test")
-    out = {}
-    for l in todo:
-        out[l.name] = _fit_layer(store, l, feats["train"].pop(l.name), feats["test"].pop(l.name),
-                                 masks, labels, base, keys[l.name], reg, dev, pre, progress)
-    return out
-
-
-def _chunks(arr: np.ndarray, size: int = 32):
-    import torch
-    return lambda: (torch.from_numpy(arr[i:i + size]) for i in range(0, arr.shape[0], size))
-
-
-def _fit_layer(store: Store, l: LayerSpec, f_train: np.ndarray, f_test: np.ndarray,
-               masks, labels: np.ndarray, base: dict, key: str, reg: str,
-               dev, pre: Preprocessing, progress: Progress) -> Entry:
-    """Fit, whiten, score and store one layer. masks: (N, S, S) bool tensor on ``dev``."""
-    import torch
-
-    from .gaussian import fit_gaussian
-    from .metrics import auroc, component_aurocs, pixel_metrics, upsample
-    from .whitening import Whitener, scale_stats
-    size = (pre.crop, pre.crop)
+    from .evaluate import evaluate
+    method = MVG(l.name, look.rtag)
+    size = (look.pre.crop, look.pre.crop)
+    dtype = np.dtype(look.storage)
+    c, h, w_ = feats.feature_shape(l.name)
     # one bar per layer, five steps; each step's time is recorded under its own name
     with progress.task(f"layer {l.name}", total=5) as bar:
-        with progress.timer(f"fit {l.name}"):
-            g = fit_gaussian(_chunks(f_train), reg=reg, device=dev)
+        with look.store.writer(look.keys[l.name], look.parts(l.name)) as w:
+            with progress.timer(f"fit {l.name}"):
+                state = method.fit(feats, device=dev, batch_size=batch_size, progress=progress)
+            for name, arr in state.arrays.items():
+                w.put(Names.state(name), arr)
+            bar.update(1)
+            stats, scores = {}, {}
+            with progress.timer(f"whitening {l.name}"):
+                score = method.scorer(state, dev, size=size)
+                for split in SPLITS:
+                    n = feats.n_images(split)
+                    ys = w.appender(Names.components(split), (n, c, h, w_), dtype)
+                    ms = w.appender(Names.maps(split), (n, h, w_), np.float32)
+                    parts = []
+                    for b in feats.batches(split, method.layers, batch_size=batch_size, device=dev):
+                        s = score(b)
+                        ys.write(s.components.cpu().numpy())
+                        ms.write(s.maps.cpu().numpy())
+                        parts.append(s.image_scores.double().cpu().numpy())
+                    ys.close()
+                    ms.close()
+                    scores[split] = np.concatenate(parts)
+                    w.put(Names.image_scores(split), scores[split])
+                    stats[split] = _scale_stats(w.read(Names.components(split)), w.read(Names.maps(split)),
+                                                batch_size).to_dict()
+            bar.update(1)
+            masks = data.reader("masks", "test")
+            maps = w.read(Names.maps("test"))
+
+            def pixel_chunks():
+                for i in range(0, len(maps), batch_size):
+                    m = torch.from_numpy(maps.rows(i, i + batch_size)).to(dev)[:, None]  # (n, 1, h, w)
+                    yield method.to_pixels(m, size)[:, 0], torch.from_numpy(masks.rows(i, i + batch_size)).to(dev)
+
+            with progress.timer(f"metrics {l.name}"):
+                metrics = evaluate(scores["test"], data.labels("test") if data.image_labels else None,
+                                   pixel_chunks=pixel_chunks, pixel_labels=data.pixel_labels, note=data.label_note)
+            bar.update(1)
+            ranking_meta = {}
+            if data.pixel_labels:
+                with progress.timer(f"ranking {l.name}"):
+                    comp = _rank(w.read(Names.components("test")), masks, dev, size, batch_size)
+                w.put(Names.COMPONENT_AUROC, comp.auroc)
+                w.put(Names.COMPONENT_AUROC_ERROR, comp.error_bound)
+                ranking_meta = {"component_auroc_max_error": float(comp.error_bound.max()),
+                                "component_auroc_n_exact": comp.n_exact}
+            bar.update(1)
+            w.meta.update({"layer": l.name, "module": l.module, "channels": l.channels, "stride": l.stride,
+                           "feature_size": [h, w_], "method": {"name": method.name, "options": method.options},
+                           "state": state.meta, "n_train_vectors": state.meta["n_samples"],
+                           "eig_floor": state.meta["floor"], "n_zero_eigvals": state.meta["n_zero_eigvals"],
+                           "shrinkage": state.meta["shrinkage"], "metrics": metrics, "stats": stats,
+                           **ranking_meta, "storage": look.storage, "device": str(dev)})
         bar.update(1)
-        arrays: dict[str, np.ndarray] = {"mean": g.mean, "eigvals": g.eigvals, "eigvecs": g.eigvecs}
-        stats = {}
-        with progress.timer(f"whitening {l.name}"):
-            wh = Whitener(g, dev)
-            for split, f in (("train", f_train), ("test", f_test)):
-                parts = [tuple(t.cpu().numpy() for t in wh.with_m2(b)) for b in _chunks(f)()]
-                y = np.concatenate([p[0] for p in parts], axis=0)  # (N, C, h, w)
-                m2 = np.concatenate([p[1] for p in parts], axis=0)  # (N, h, w), summed in float64
-                del parts
-                arrays[f"y_{split}"], arrays[f"m2_{split}"] = y, m2
-                stats[split] = scale_stats(y, m2).to_dict()
-        bar.update(1)
-        with progress.timer(f"metrics {l.name}"):
-            m2_up = upsample(torch.from_numpy(arrays["m2_test"]).to(dev)[:, None], size)[:, 0]  # (N, S, S)
-            image_scores = m2_up.flatten(1).max(1).values.cpu().numpy()
-            metrics = {"image_auroc": auroc(image_scores, labels),
-                       **pixel_metrics(m2_up, masks)}  # pixel AUROC, AUPR (average precision), AUPRO
-            del m2_up
-        bar.update(1)
-        with progress.timer(f"ranking {l.name}"):
-            comp = component_aurocs(torch.from_numpy(arrays["y_test"]).to(dev), masks, out_size=size)
-        bar.update(1)
-        arrays.update(component_auroc=comp.auroc, component_auroc_error=comp.error_bound,
-                      image_scores_test=image_scores)
-        meta = {"layer": l.name, "module": l.module, "channels": l.channels, "stride": l.stride,
-                "feature_size": list(f_train.shape[2:]), "n_train_vectors": g.n_samples,
-                "eig_floor": g.floor, "n_zero_eigvals": int((g.eigvals == 0).sum()),
-                "shrinkage": g.shrinkage, "metrics": metrics, "stats": stats,
-                "component_auroc_max_error": float(comp.error_bound.max()),
-                "component_auroc_n_exact": comp.n_exact, "device": str(dev)}
-        with progress.timer("cache write"):
-            entry = store.put(key, {**base, "layer": l.name}, meta, arrays)
-        bar.update(1)
-    return entry
+        progress.timings["cache write"] = progress.timings.get("cache write", 0.0) + w.commit_seconds
+    return w.entry
+
+
+def _scale_stats(y, m2, batch_size: int):
+    """Colour-scale statistics streamed over the written Y and M2 (readers)."""
+    from . import whitening
+    streamed = getattr(whitening, "scale_stats_streamed", None)
+    chunks = lambda: zip(y.chunks(batch_size), m2.chunks(batch_size))  # noqa: E731
+    if streamed is not None:
+        return streamed(chunks)
+    ys, ms = zip(*chunks())  # until the streamed statistics land: one concatenation
+    return whitening.scale_stats(np.concatenate(ys).astype(np.float32), np.concatenate(ms))
+
+
+def _rank(y, masks, dev, size, batch_size: int):
+    """Single-component pixel AUROC of every component, streamed over the written Y."""
+    import torch
+
+    from . import metrics
+
+    def chunks():
+        for i in range(0, len(y), batch_size):
+            yield (torch.from_numpy(y.rows(i, i + batch_size)).to(dev, torch.float32),
+                   torch.from_numpy(masks.rows(i, i + batch_size)).to(dev))
+
+    try:
+        from . import ranking
+        return ranking.component_aurocs_streamed(chunks, out_size=size)
+    except ImportError:  # until the streamed ranking lands: one concatenation
+        ys, ms = zip(*chunks())
+        return metrics.component_aurocs(torch.cat(ys), torch.cat(ms), out_size=size)

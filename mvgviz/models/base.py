@@ -1,0 +1,102 @@
+"""The protocol every anomaly-detection method of mvgviz implements.
+
+A *method* (one module per method in :mod:`mvgviz.models`) is fitted from streamed training
+features and scores a split batch by batch. Orchestration (:mod:`mvgviz.pipeline`), evaluation
+(:mod:`mvgviz.evaluate`) and storage (:mod:`mvgviz.results`, :mod:`mvgviz.cache`) are shared code
+that knows no method by name.
+
+The verbs (the same for every method):
+
+- ``fit(features, *, device, progress) -> State``: read the train split of a
+  :class:`FeatureSource` in batches (never all at once) and return the fitted state as named
+  arrays plus a small JSON-able dict: what a cache or checkpoint holds, no pickled modules.
+- ``scorer(state, device, size=(H, W)) -> Scorer``: the state made ready on a device; ``scorer(feats)``
+  scores one batch, returning :class:`BatchScores`: image scores, a pixel map at feature
+  resolution where the method has one, and where it can, its *explanation*: the whitened
+  components whose squares add up to the map.
+- ``to_pixels(maps, size)``: how the method brings feature-resolution maps (or squared
+  components) to the input's pixels. This one definition serves the metrics, the component
+  ranking and every display, so that what is shown is what was scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..progress import Progress
+
+
+@dataclass(frozen=True)
+class State:
+    """A fitted method: named arrays (NumPy) and a JSON-able dict of scalars and lists."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """Scores of a batch of ``n`` images (torch tensors on the scorer's device).
+
+    image_scores: (n,) float; maps: (n, h, w) float32 at feature resolution, or None where the
+    method has no pixel map; components: (n, C, h, w) float32 whitened components with
+    ``sum_c components**2 == maps`` (up to float32 rounding), or None where the method cannot
+    explain its map that way.
+    """
+
+    image_scores: "torch.Tensor"
+    maps: "torch.Tensor | None" = None
+    components: "torch.Tensor | None" = None
+
+
+class FeatureSource(Protocol):
+    """Feature maps of a category's splits, read batch by batch (e.g. from the cache)."""
+
+    layers: tuple[str, ...]
+
+    def n_images(self, split: str) -> int: ...
+
+    def feature_shape(self, layer: str) -> tuple[int, int, int]:
+        """(C, h, w) of a layer's maps."""
+        ...
+
+    def batches(self, split: str, layers: tuple[str, ...], *, batch_size: int,
+                device: "torch.device | str" = "cpu") -> Iterator[dict[str, "torch.Tensor"]]:
+        """Yields ``{layer: (n, C, h, w) float32 tensor}`` on ``device``, images in index order."""
+        ...
+
+
+class Method(Protocol):
+    """What :func:`mvgviz.pipeline.fit` needs of a method."""
+
+    name: ClassVar[str]
+    has_maps: ClassVar[bool]
+    has_components: ClassVar[bool]
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The feature layers it reads."""
+        ...
+
+    @property
+    def options(self) -> dict:
+        """JSON-able options; part of the cache key."""
+        ...
+
+    def fit(self, features: FeatureSource, *, device: "torch.device", batch_size: int,
+            progress: "Progress") -> State: ...
+
+    def scorer(self, state: State, device: "torch.device", *, size: tuple[int, int]) -> Any:
+        """A callable ``feats: dict[str, (n, C, h, w) tensor] -> BatchScores``; ``size`` is the
+        input's (H, W)."""
+        ...
+
+    def to_pixels(self, maps: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+        """(n, k, h, w) feature-resolution maps -> (n, k, H, W) pixel maps."""
+        ...

@@ -1,0 +1,283 @@
+"""Reading a fitted model's results from the cache: the only module that knows the array names.
+
+A :class:`Model` is a category fitted with one backbone: its preprocessed images and masks
+(:class:`CategoryArrays`) and one :class:`LayerModel` per layer, each the cached results of the
+paper's Gaussian (:class:`mvgviz.models.MVG`) on that layer: the fitted state, the whitened
+components Y and the M2 maps of both splits, image scores, colour-scale statistics, metrics and
+the component ranking. ``export``, ``inspect`` and the viewer read results only through these
+classes. The writers (:mod:`mvgviz.pipeline`) take the names from :class:`Names`.
+
+Every map shown is the map that was scored: :meth:`LayerModel.y2` and :meth:`LayerModel.m2`
+upsample with the method's ``to_pixels`` (torch's bilinear, :func:`mvgviz.metrics.upsample`),
+the same function the metrics and the component ranking use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from . import __version__
+from .cache import Entry
+from .whitening import ScaleStats
+
+if TYPE_CHECKING:
+    from .backbones import LayerSpec
+    from .data import Preprocessing
+
+
+class Names:
+    """Array names of the cache entries (data and model results)."""
+
+    @staticmethod
+    def images(split: str) -> str:
+        return f"images_{split}"
+
+    @staticmethod
+    def masks(split: str) -> str:
+        return f"masks_{split}"
+
+    @staticmethod
+    def state(name: str) -> str:
+        return f"state_{name}"
+
+    @staticmethod
+    def components(split: str) -> str:
+        return f"components_{split}"
+
+    @staticmethod
+    def maps(split: str) -> str:
+        return f"maps_{split}"
+
+    @staticmethod
+    def image_scores(split: str) -> str:
+        return f"image_scores_{split}"
+
+    COMPONENT_AUROC = "component_auroc"
+    COMPONENT_AUROC_ERROR = "component_auroc_error"
+
+
+@dataclass(frozen=True)
+class CategoryArrays:
+    """Preprocessed images and masks of a category, from the cache (memory-mapped)."""
+
+    entry: Entry
+
+    def images(self, split: str) -> np.ndarray:
+        """(N, S, S, 3) uint8: the network's input before normalisation."""
+        return self.entry.array(Names.images(split))
+
+    def masks(self, split: str = "test") -> np.ndarray:
+        """(N, S, S) bool ground truth (all False for good, train and unlabelled images)."""
+        return self.entry.array(Names.masks(split))
+
+    def reader(self, name: str, split: str):
+        """A chunked reader (:class:`mvgviz.cache.NpyReader`) of ``images`` or ``masks``."""
+        return self.entry.reader({"images": Names.images, "masks": Names.masks}[name](split))
+
+    def files(self, split: str) -> list[str]:
+        return self.entry.meta[f"files_{split}"]
+
+    def defect_types(self, split: str) -> list[str]:
+        return self.entry.meta[f"defects_{split}"]
+
+    def n_images(self, split: str) -> int:
+        return len(self.files(split))
+
+    def labels(self, split: str) -> np.ndarray:
+        """(N,) int64: 1 = defective, 0 = good, -1 = unknown (unlabelled test images)."""
+        return np.asarray(self.entry.meta[f"labels_{split}"], dtype=np.int64)
+
+    @property
+    def image_labels(self) -> bool:
+        """Whether the test images' labels define an image AUROC."""
+        return bool(self.entry.meta.get("image_labels", True))
+
+    @property
+    def pixel_labels(self) -> bool:
+        """Whether the test masks are ground truth for pixel metrics."""
+        return bool(self.entry.meta.get("pixel_labels", True))
+
+    @property
+    def label_note(self) -> str:
+        """Why some metrics are not available ("" for fully labelled data)."""
+        return str(self.entry.meta.get("label_note", ""))
+
+
+@dataclass(frozen=True)
+class LayerModel:
+    """One layer's fitted Gaussian, whitened features, maps and metrics (cache-backed)."""
+
+    spec: "LayerSpec"
+    entry: Entry
+    image_size: int
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def meta(self) -> dict:
+        return self.entry.meta
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        return tuple(self.meta["feature_size"])
+
+    @property
+    def cache_key(self) -> str:
+        return self.entry.key
+
+    @property
+    def dataset_fingerprint(self) -> str | None:
+        return self.entry.parts.get("dataset")
+
+    @property
+    def metrics(self) -> dict:
+        """image_auroc, pixel_auroc, pixel_aupr (average precision), aupro: float, or None where
+        the data cannot define it (see :attr:`metrics_note`)."""
+        return {k: self.meta["metrics"][k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")}
+
+    @property
+    def metrics_note(self) -> str:
+        """Why some metric is None ("" when all are available)."""
+        return self.meta["metrics"].get("note", "")
+
+    @cached_property
+    def method(self):
+        """The :class:`mvgviz.models.MVG` this layer was fitted with."""
+        from .models import METHODS
+        m = self.meta["method"]
+        return METHODS[m["name"]](**m["options"])
+
+    def state(self, name: str) -> np.ndarray:
+        """A fitted state array (``mean``, ``eigvals``, ``eigvecs``)."""
+        return np.asarray(self.entry.array(Names.state(name), mmap=False))
+
+    @cached_property
+    def eigvals(self) -> np.ndarray:
+        """(C,) ascending; 0 below the floor (those components are identically 0)."""
+        return self.state("eigvals")
+
+    @property
+    def has_ranking(self) -> bool:
+        """Whether single-component AUROCs exist (they need ground-truth masks)."""
+        return Names.COMPONENT_AUROC in self.entry.arrays
+
+    def _ranking_array(self, name: str) -> np.ndarray:
+        if not self.has_ranking:
+            raise ValueError(f"layer {self.name}: no component ranking: {self.metrics_note or 'no ground-truth masks'}")
+        return np.asarray(self.entry.array(name, mmap=False))
+
+    @cached_property
+    def component_auroc(self) -> np.ndarray:
+        """(C,) single-component pixel AUROC on the test split."""
+        return self._ranking_array(Names.COMPONENT_AUROC)
+
+    @cached_property
+    def component_auroc_error(self) -> np.ndarray:
+        """(C,) proven bound on |binned - exact| AUROC (0 where computed exactly)."""
+        return self._ranking_array(Names.COMPONENT_AUROC_ERROR)
+
+    def ranking(self) -> np.ndarray:
+        """Component indices, best single-component AUROC first (ties: lower index first)."""
+        return np.lexsort((np.arange(self.channels), -self.component_auroc))
+
+    def stats(self, split: str) -> ScaleStats:
+        return ScaleStats.from_dict(self.meta["stats"][split])
+
+    def n_images(self, split: str) -> int:
+        return int(self.entry.array(Names.maps(split)).shape[0])
+
+    def y(self, split: str, images: Sequence[int] | slice | None = None,
+          components: Sequence[int] | slice | None = None) -> np.ndarray:
+        """Whitened features (n, k, h, w) float32, read from the memory map."""
+        arr = self.entry.array(Names.components(split))
+        out = arr[_index(images)]
+        return np.asarray(out[:, _index(components)], dtype=np.float32)
+
+    def y2(self, split: str, images=None, components=None, *, upsampled: bool = True) -> np.ndarray:
+        """Squared components (n, k, H, W) float32; upsampled as they were scored."""
+        y2 = np.square(self.y(split, images, components))
+        return self.to_pixels(y2) if upsampled else y2
+
+    def m2(self, split: str, images=None, *, upsampled: bool = True) -> np.ndarray:
+        """M2 maps (n, H, W) float32; upsampled as they were scored."""
+        m2 = np.asarray(self.entry.array(Names.maps(split))[_index(images)], dtype=np.float32)
+        return self.to_pixels(m2[:, None])[:, 0] if upsampled else m2
+
+    def to_pixels(self, maps: np.ndarray) -> np.ndarray:
+        """(n, k, h, w) -> (n, k, S, S) float32 NumPy with the method's upsampling (the scored one)."""
+        import torch
+        t = torch.from_numpy(np.require(maps, np.float32, ["C", "W"]))  # a copy only when read-only
+        return self.method.to_pixels(t, (self.image_size, self.image_size)).numpy()
+
+    def image_scores(self, split: str = "test") -> np.ndarray:
+        """(N,) max of the upsampled M2 map per image."""
+        return np.asarray(self.entry.array(Names.image_scores(split), mmap=False))
+
+
+def _index(sel):
+    if sel is None:
+        return slice(None)
+    if isinstance(sel, slice):
+        return sel
+    return np.asarray(sel, dtype=np.int64)
+
+
+@dataclass
+class Model:
+    """A fitted (category, backbone, weights, regulariser) with its layers."""
+
+    root: Path
+    category: str
+    backbone: str
+    weights: str
+    reg: str
+    preprocessing: "Preprocessing"
+    data: CategoryArrays
+    layers: dict[str, LayerModel]
+    timings: dict[str, float] = field(default_factory=dict)
+    computed_layers: tuple[str, ...] = ()
+    weights_arg: str | None = None  # the fit()/load() ``weights`` argument (a file path, "random" or None)
+    storage: str = "float32"
+    unlabelled: bool = False
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocessing.crop
+
+    def layer(self, name: str) -> LayerModel:
+        from .backbones import get_spec
+        key = get_spec(self.backbone).layer(name).name
+        if key not in self.layers:
+            raise KeyError(f"layer {name!r} was not fitted; fitted: {', '.join(self.layers)}")
+        return self.layers[key]
+
+    def report(self) -> dict:
+        """The JSON report of ``mvgviz report --json`` (metrics null where undefined, with a note)."""
+        def component(lm: LayerModel, c: int) -> dict:
+            return {"index": c, "eigenvalue": float(lm.eigvals[c]),
+                    "auroc": float(lm.component_auroc[c]) if lm.has_ranking else None}
+
+        return {
+            "category": self.category, "backbone": self.backbone, "weights": self.weights,
+            "regularisation": self.reg, "image_size": self.image_size, "storage": self.storage,
+            "mvgviz_version": __version__,
+            "pixel_aupr_definition": "average precision (step-wise, as sklearn.metrics.average_precision_score)",
+            "labels": {"image": self.data.image_labels, "pixel": self.data.pixel_labels,
+                       "note": self.data.label_note},
+            "layers": [{
+                "name": lm.name, "channels": lm.channels, "feature_size": list(lm.feature_size),
+                **lm.metrics, "metrics_note": lm.metrics_note,
+                "components": [component(lm, c) for c in range(lm.channels)],
+            } for lm in self.layers.values()],
+        }
