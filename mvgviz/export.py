@@ -133,7 +133,7 @@ def manifest(model: "Model", spec: GridSpec, *, weights: str | None = None, data
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {
             "data": str(Path(model.root).resolve()),
-            "dataset_fingerprint": lm.entry.parts.get("dataset"),
+            "dataset_fingerprint": lm.dataset_fingerprint,
             "category": model.category,
             "backbone": model.backbone,
             "weights": wtag,
@@ -141,7 +141,7 @@ def manifest(model: "Model", spec: GridSpec, *, weights: str | None = None, data
             "weights_arg_known": warg is not None or wtag.startswith("imagenet:"),
             "reg": model.reg,
             "preprocessing": {"resize": pre.resize, "crop": pre.crop, "mean": list(pre.mean), "std": list(pre.std)},
-            "cache_key": lm.entry.key,
+            "cache_key": lm.cache_key,
         },
         "layer": {"name": lm.name, "channels": lm.channels, "feature_size": list(lm.feature_size)},
         "spec": spec.to_dict(),
@@ -287,9 +287,9 @@ def figure_from_manifest(manifest_path: str | Path, out: str | Path, *, data=Non
     model = fit(root, mm["category"], backbone=mm["backbone"], layers=[spec.layer], weights=warg,
                 reg=mm["reg"], device=device, cache=cache, preprocessing=pre, progress=progress)
     lm = model.layer(spec.layer)
-    if mm.get("dataset_fingerprint") and lm.entry.parts.get("dataset") != mm["dataset_fingerprint"]:
+    if mm.get("dataset_fingerprint") and lm.dataset_fingerprint != mm["dataset_fingerprint"]:
         warnings.warn(f"the data set under {str(root)!r} differs from the manifest's "
-                      f"(fingerprint {lm.entry.parts.get('dataset')} != {mm['dataset_fingerprint']}); "
+                      f"(fingerprint {lm.dataset_fingerprint} != {mm['dataset_fingerprint']}); "
                       "the figure will differ", stacklevel=2)
     if model.weights != mm.get("weights"):
         warnings.warn(f"weights tag {model.weights!r} differs from the manifest's {mm.get('weights')!r}",

@@ -1,15 +1,15 @@
 """Inspect one pixel: how much each whitened component contributes to its M2 value.
 
 The anomaly map of a layer is ``M2 = sum_c y2_c`` with ``y2_c = Y_c**2`` at feature
-resolution, upsampled bilinear (OpenCV ``INTER_LINEAR``) to the input size. Bilinear
-upsampling is linear, so at every input pixel ``(row, col)``::
+resolution, upsampled bilinear to the input size exactly as it was scored
+(:meth:`mvgviz.results.LayerModel.to_pixels`). Bilinear upsampling is linear, so at every
+input pixel ``(row, col)``::
 
     M2_up[row, col] = sum_c y2_c_up[row, col]
 
-(up to float rounding). :func:`decompose_pixel` computes every ``y2_c_up[row, col]``
-without upsampling whole maps: OpenCV's bilinear resize is separable, so the value at
-``(row, col)`` is ``wy[row] @ y2_c @ wx[col]`` with the per-axis weight rows taken from
-OpenCV itself (:func:`axis_weights`); only the image's ``(C, h, w)`` features are read.
+(up to float rounding). :func:`decompose_pixel` reads the displayed maps themselves: its
+``m2`` is the value the M2 map shows at the pixel, and its contributions are the values the
+component maps show there.
 
 :func:`m2_figure` and :func:`decomposition_figure` return Plotly figures for the viewer.
 Nothing here imports streamlit.
@@ -18,7 +18,6 @@ Nothing here imports streamlit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Mapping
 
 import cv2
@@ -42,28 +41,13 @@ def colorscale(n: int = 32) -> list[list]:
 
 
 
-@lru_cache(maxsize=32)
-def axis_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) float64 weights of OpenCV's bilinear resize along one axis.
-
-    Row ``r`` holds the weights of the input samples that make output sample ``r``;
-    obtained by resizing an identity matrix with ``cv2.resize(..., INTER_LINEAR)``, so
-    they are OpenCV's own (half-pixel centres, edge replication).
-    """
-    eye = np.eye(n_in, dtype=np.float32)                                      # (n_in, n_in)
-    w = cv2.resize(eye, (n_in, n_out), interpolation=cv2.INTER_LINEAR)        # (n_out, n_in)
-    w = w.astype(np.float64)
-    w.setflags(write=False)
-    return w
-
-
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
 def _n_images(layer: "LayerModel", split: str) -> int:
-    return int(layer.entry.array(f"m2_{split}").shape[0])
+    return layer.n_images(split)
 
 
 def _check_image(layer: "LayerModel", split: str, image: int) -> int:
@@ -177,12 +161,10 @@ def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: 
         raise ValueError(f"`top` must be an integer >= 1, got {top!r}")
     top = min(int(top), c)
     s = int(layer.image_size)
-    y2 = np.square(layer.y(split, [image])[0])                         # (C, h, w) float32, as LayerModel.y2
-    h, w = y2.shape[1:]
-    wy, wx = axis_weights(h, s)[row], axis_weights(w, s)[col]          # (h,), (w,)
-    contrib = np.einsum("i,cij,j->c", wy, y2.astype(np.float64), wx)   # (C,)
-    m2_feat = layer.m2(split, [image], upsampled=False)[0]             # (h, w)
-    m2 = float(wy @ m2_feat.astype(np.float64) @ wx)
+    y2 = layer.y2(split, [image])[0]                                    # (C, S, S) upsampled as scored
+    h, w = layer.feature_size
+    contrib = y2[:, row, col].astype(np.float64)                        # (C,)
+    m2 = float(layer.m2(split, [image])[0, row, col])                   # the displayed (and scored) value
     order = np.lexsort((np.arange(c), -contrib))[:top]
     stride = s // max(h, 1)
     cell = (min(row * h // s, h - 1), min(col * w // s, w - 1))
