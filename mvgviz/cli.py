@@ -35,7 +35,13 @@ def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("dat
     p.add_argument("--reg", default="none", help="covariance regulariser: none (default), ridge:EPS, ledoit-wolf")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda")
     p.add_argument("--cache", default=None, help="cache folder (default: $MVGVIZ_CACHE or the repository's cache/)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (memory/speed only)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="images per batch, everywhere (memory and speed only; memory follows it)")
+    p.add_argument("--storage", default="float32", choices=["float32", "float16"],
+                   help="how cached features and whitened components are stored: float32 (default) or "
+                        "float16 (half the disk; metrics change slightly, see README)")
+    p.add_argument("--unlabelled", action="store_true",
+                   help="accept a test split without labels or masks (metrics that need them show as n/a)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--timings", default=None, metavar="FILE", help="write the wall time of each step as JSON")
 
@@ -49,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="rewrite categories that exist")
+    p.add_argument("--categories", default=None, help="comma-separated subset of brick,coffee,grass,gravel")
+    p.add_argument("--n-train", type=int, default=40, help="train/good images per category (default 40)")
+    p.add_argument("--n-test-good", type=int, default=10, help="test/good images per category (default 10)")
+    p.add_argument("--n-per-defect", type=int, default=6, help="test images per defect type (default 6)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("fit", help="fit one Gaussian per layer and fill the cache")
@@ -90,10 +100,21 @@ def _fit_from_args(args):
     progress = TqdmProgress(quiet=args.quiet)
     model = fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
                 reg=args.reg, device=args.device, cache=args.cache, batch_size=args.batch_size,
-                progress=progress)
+                storage=args.storage, unlabelled=args.unlabelled, progress=progress)
     if args.timings:
         Path(args.timings).write_text(json.dumps(progress.timings, indent=1))
     return model
+
+
+def _num(v) -> str:
+    """A metric for a table: 3 decimals, or n/a where the data cannot define it."""
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _print_metrics_note(model) -> None:
+    notes = sorted({lm.metrics_note for lm in model.layers.values() if lm.metrics_note})
+    for note in notes:
+        print(f"n/a: {note}")
 
 
 def _dispatch(args) -> int:
@@ -109,7 +130,10 @@ def _dispatch(args) -> int:
                 bar.set_postfix_str(message, refresh=False)
                 bar.refresh()
 
-        root = make_demo_dataset(args.dir, seed=args.seed, overwrite=args.overwrite, progress=progress)
+        cats = None if args.categories is None else [c.strip() for c in args.categories.split(",") if c.strip()]
+        root = make_demo_dataset(args.dir, seed=args.seed, overwrite=args.overwrite, progress=progress,
+                                 n_train=args.n_train, n_test_good=args.n_test_good,
+                                 n_per_defect=args.n_per_defect, categories=cats)
         if bar is not None:
             bar.close()
         print(root)
@@ -118,10 +142,11 @@ def _dispatch(args) -> int:
     if args.command == "fit":
         model = _fit_from_args(args)
         for lm in model.layers.values():
-            m = lm.metrics
-            print(f"{model.category} {model.backbone} {lm.name}: image AUROC {m['image_auroc']:.3f}  "
-                  f"pixel AUROC {m['pixel_auroc']:.3f}  AUPR {m['pixel_aupr']:.3f}  AUPRO {m['aupro']:.3f}"
+            m = {k: _num(v) for k, v in lm.metrics.items()}
+            print(f"{model.category} {model.backbone} {lm.name}: image AUROC {m['image_auroc']}  "
+                  f"pixel AUROC {m['pixel_auroc']}  AUPR {m['pixel_aupr']}  AUPRO {m['aupro']}"
                   f"{'' if lm.name in model.computed_layers else '  (cached)'}")
+        _print_metrics_note(model)
         if "RANDOM" in model.weights:
             print(f"weights: {model.weights}")
         return 0
@@ -137,10 +162,12 @@ def _dispatch(args) -> int:
               f"reg {rep['regularisation']}  input {rep['image_size']}x{rep['image_size']}")
         print(f"{'layer':<12}{'C':>6}{'size':>8}{'img AUROC':>11}{'px AUROC':>10}{'AUPR':>8}{'AUPRO':>8}  best components (AUROC)")
         for lay, lm in zip(rep["layers"], model.layers.values()):
-            best = ", ".join(f"{c}({lm.component_auroc[c]:.3f})" for c in lm.ranking()[:3])
+            best = (", ".join(f"{c}({lm.component_auroc[c]:.3f})" for c in lm.ranking()[:3])
+                    if lm.has_ranking else "n/a (needs masks)")
             print(f"{lay['name']:<12}{lay['channels']:>6}{'x'.join(map(str, lay['feature_size'])):>8}"
-                  f"{lay['image_auroc']:>11.3f}{lay['pixel_auroc']:>10.3f}{lay['pixel_aupr']:>8.3f}"
-                  f"{lay['aupro']:>8.3f}  {best}")
+                  f"{_num(lay['image_auroc']):>11}{_num(lay['pixel_auroc']):>10}{_num(lay['pixel_aupr']):>8}"
+                  f"{_num(lay['aupro']):>8}  {best}")
+        _print_metrics_note(model)
         return 0
 
     if args.command == "cache":
@@ -162,8 +189,11 @@ def _dispatch(args) -> int:
         for r in rows:
             flag = "" if r["valid"] and r["current_version"] else "  (stale: " + (
                 "older mvgviz version" if not r["current_version"] else "incomplete") + ")"
+            kind = r.get("kind")
             what = (f"{r.get('backbone', '')} {r.get('layer', '')} reg={r.get('reg', '')} "
-                    f"weights={r.get('weights', '')}" if r.get("kind") == "layer" else "images+masks")
+                    f"weights={r.get('weights', '')}" if kind == "layer" else
+                    f"{r.get('backbone', '')} feature maps, {r.get('storage', '')}" if kind == "features"
+                    else "images+masks")
             print(f"  {r['key'][:12]}  {r.get('category', '?'):<14} {what:<60} {r['bytes'] / 1e6:8.1f} MB{flag}")
         return 0
 

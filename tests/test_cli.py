@@ -65,7 +65,7 @@ def test_fit_prints_one_line_per_layer_and_cache_ls_clear(fitted, capsys, tmp_pa
     rows = json.loads(out)
     assert sorted(r["kind"] for r in rows) == ["data", "features", "layer"] and all(r["valid"] for r in rows)
     code, out, _ = run(capsys, "cache", "clear", "--cache", cache)
-    assert code == 0 and "removed 2" in out
+    assert code == 0 and "removed 3" in out
     assert Store(cache).ls() == []
 
 
