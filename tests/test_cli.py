@@ -154,17 +154,11 @@ def test_missing_data_root_and_empty_category_folder(tmp_path, capsys):
     assert code == 2 and "train/good" in err
 
 
-def test_demo_data_command_writes_the_layout(tmp_path, capsys, monkeypatch):
-    import mvgviz.demo as demo
-    calls = {}
-    real = demo.make_demo_dataset
-
-    def small(root, **kw):
-        calls.update(kw)
-        return real(root, categories=("grass",), n_train=2, n_test_good=1, n_per_defect=1, **kw)
-
-    monkeypatch.setattr(demo, "make_demo_dataset", small)
-    code, out, _ = run(capsys, "demo-data", tmp_path / "d", "--quiet")
+def test_demo_data_command_writes_the_layout(tmp_path, capsys):
+    code, out, _ = run(capsys, "demo-data", tmp_path / "d", "--categories", "grass", "--n-train", "2",
+                       "--n-test-good", "1", "--n-per-defect", "1", "--quiet")
     assert code == 0 and out.strip() == str(tmp_path / "d")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir() if p.is_dir()) == ["grass"]
     assert sorted(p.name for p in (tmp_path / "d" / "grass" / "train" / "good").iterdir()) == ["000.png", "001.png"]
+    assert len(list((tmp_path / "d" / "grass" / "test" / "good").iterdir())) == 1
     assert (tmp_path / "d" / "grass" / "ground_truth").is_dir()
