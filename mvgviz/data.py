@@ -11,9 +11,13 @@ name, files sorted by name), 0-based.
 
 Preprocessing (the paper's and PaDiM's): RGB (grayscale replicated, alpha dropped,
 16-bit scaled to [0, 1]), resize to ``resize`` x ``resize`` bilinear with antialias,
-centre-crop ``crop`` x ``crop``. Masks: nearest resize to ``resize``, the same crop,
-binarised (> 0). A mask whose size differs from its image's is an error (it would
-silently mis-align the ground truth).
+centre-crop ``crop`` x ``crop`` (offset ``(resize - crop) // 2``). Masks: centre-aligned
+nearest resize to ``resize`` (OpenCV ``INTER_NEAREST_EXACT``, the same as PIL's ``NEAREST``
+and torchvision's path for PIL masks: each output pixel takes the source pixel nearest to
+its centre, so the mask stays on its bilinearly resized image; OpenCV's ``INTER_NEAREST``
+takes each cell's top-left pixel and shifts the mask by up to half a source pixel), the
+same crop, binarised (> 0). A mask whose size differs from its image's is an error (it
+would silently mis-align the ground truth).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class Preprocessing:
 
     def tag(self) -> dict:
         return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean),
-                "std": list(self.std), "interp": "bilinear-antialias", "mask": "nearest>0"}
+                "std": list(self.std), "interp": "bilinear-antialias", "mask": "nearest-exact>0"}
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,13 @@ def _png_complete(data: np.ndarray) -> bool:
 
 
 def preprocess_image(img: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """(H, W, 3) float32 [0, 1] -> (crop, crop, 3) uint8, resized bilinear with antialias."""
+    """(H, W, 3) float32 [0, 1] -> (crop, crop, 3) uint8: resized bilinear with antialias
+    (torch ``interpolate``, as torchvision's ``resize`` on tensors), centre crop, rounded to
+    the nearest uint8 level.
+
+    The crop offset is ``(resize - crop) // 2``; torchvision rounds ``(resize - crop) / 2``
+    half to even, which differs by one pixel only when ``resize - crop`` is 3 mod 4.
+    """
     import torch
     import torch.nn.functional as F
     t = torch.from_numpy(img).permute(2, 0, 1)[None]  # (1, 3, H, W)
@@ -242,8 +252,9 @@ def preprocess_image(img: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 
 def preprocess_mask(mask: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """(H, W) bool -> (crop, crop) bool: nearest resize, centre crop."""
-    m = cv2.resize(mask.astype(np.uint8), (pre.resize, pre.resize), interpolation=cv2.INTER_NEAREST)
+    """(H, W) bool -> (crop, crop) bool: centre-aligned nearest resize (``INTER_NEAREST_EXACT``,
+    equal to PIL ``NEAREST``), centre crop."""
+    m = cv2.resize(mask.astype(np.uint8), (pre.resize, pre.resize), interpolation=cv2.INTER_NEAREST_EXACT)
     o = (pre.resize - pre.crop) // 2
     return m[o:o + pre.crop, o:o + pre.crop] > 0
 

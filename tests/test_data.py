@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mvgviz.data import (DataError, Preprocessing, list_categories, load_category, load_split_arrays,
-                         preprocess_image, read_image, read_mask, to_network_input)
+                         preprocess_image, preprocess_mask, read_image, read_mask, to_network_input)
 
 from conftest import write_category
 
@@ -63,12 +63,120 @@ def test_preprocess_varying_sizes_to_crop():
         assert out.shape == (224, 224, 3) and out.dtype == np.uint8
 
 
-def test_preprocess_is_resize_then_centre_crop():
-    pre = Preprocessing(resize=8, crop=4)
-    img = np.zeros((8, 8, 3), np.float32)
-    img[2:6, 2:6] = 1.0  # the central 4x4
-    out = preprocess_image(img, pre)
-    assert np.all(out == 255)
+@pytest.mark.parametrize("size,resize,crop", [(64, 32, 16), (32, 64, 40), (50, 80, 60)])
+def test_preprocess_is_resize_then_centre_crop(size, resize, crop):
+    """A linear ramp stays linear under bilinear (antialiased) resizing away from the borders: the
+    output pixel i of the crop is the ramp at source coordinate (i + o + 0.5) * size / resize - 0.5,
+    with o = (resize - crop) // 2."""
+    src = np.arange(size, dtype=np.float64)
+    ramp_x, ramp_y = 0.1 + 0.5 * src / size, 0.3 * src / size
+    img = np.stack([ramp_y[:, None] + ramp_x[None, :], 0.2 + ramp_y[:, None] + 0 * ramp_x[None, :],
+                    0.9 - ramp_x[None, :] + 0 * ramp_y[:, None]], axis=2).astype(np.float32)
+    out = preprocess_image(img, Preprocessing(resize=resize, crop=crop))
+    assert out.shape == (crop, crop, 3)
+    o = (resize - crop) // 2
+    c = (np.arange(crop) + o + 0.5) * size / resize - 0.5  # source coordinates of the crop's pixels
+    f = lambda x: np.interp(x, src, ramp_x)  # noqa: E731
+    g = lambda y: np.interp(y, src, ramp_y)  # noqa: E731
+    expect = np.stack([g(c)[:, None] + f(c)[None, :], 0.2 + g(c)[:, None] + 0 * c[None, :],
+                       0.9 - f(c)[None, :] + 0 * c[:, None]], axis=2) * 255
+    np.testing.assert_allclose(out, expect, atol=0.5 + 1e-3)
+
+
+def _tv_preprocess(img: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """torchvision's reference: resize bilinear with antialias, centre crop, on float tensors."""
+    from torchvision.transforms.v2 import functional as TF
+    t = torch.from_numpy(img).permute(2, 0, 1)
+    t = TF.resize(t, [resize, resize], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(t, [crop, crop]).permute(1, 2, 0).numpy().astype(np.float64) * 255
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (97, 131), (300, 200), (1024, 1024), (230, 700), (256, 256)])
+@pytest.mark.parametrize("resize,crop", [(256, 224), (64, 48)])
+def test_preprocess_image_matches_torchvision_and_pil(shape, resize, crop):
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    u8 = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    img = u8.astype(np.float32) / 255
+    out = preprocess_image(img, Preprocessing(resize=resize, crop=crop)).astype(np.float64)
+    # torchvision on floats: ours only rounds to the nearest uint8 level
+    np.testing.assert_allclose(out, _tv_preprocess(img, resize, crop), rtol=0, atol=0.5 + 1e-4)
+    # PIL on uint8 (its own rounding of intermediate values): within one level
+    from PIL import Image
+    o = (resize - crop) // 2
+    ref = np.asarray(Image.fromarray(u8).resize((resize, resize), Image.BILINEAR))[o:o + crop, o:o + crop]
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1)
+
+
+def test_centre_crop_offset_for_odd_margins():
+    """Offset (resize - crop) // 2; torchvision rounds half to even, so it agrees when the margin
+    is 1 mod 4 and is one pixel further when it is 3 mod 4."""
+    img = np.random.default_rng(3).random((40, 40, 3), dtype=np.float32)
+    for crop, tv_shift in ((35, 0), (33, 1)):  # margins 5 (1 mod 4) and 7 (3 mod 4)
+        out = preprocess_image(img, Preprocessing(resize=40, crop=crop)).astype(np.float64)
+        full = _tv_preprocess(img, 40, 40)
+        o = (40 - crop) // 2
+        np.testing.assert_allclose(out, full[o:o + crop, o:o + crop], atol=0.5 + 1e-4)
+        tv = _tv_preprocess(img, 40, crop)
+        np.testing.assert_allclose(tv, full[o + tv_shift:o + tv_shift + crop, o + tv_shift:o + tv_shift + crop])
+
+
+# ---- masks: centre-aligned nearest, on their images ------------------------------------------
+
+def _stripes(rng, shape, axis):
+    """A random binary image that varies along one axis only: bilinear upscaling is then linear
+    interpolation along that axis, and its threshold at 1/2 is exactly the nearest source pixel."""
+    line = rng.random(shape[axis]) > 0.5
+    return np.broadcast_to(line[:, None] if axis == 0 else line[None, :], shape)
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (97, 131), (61, 200)])
+def test_mask_from_thresholded_image_stays_on_the_image(shape):
+    """A mask made by thresholding an image equals the thresholded preprocessed image.
+
+    Upscaling to 256 by a non-integer factor. Images varying along one axis: equal everywhere
+    (no ties occur: the sampled source coordinates have no fractional part 1/2 for these sizes).
+    A random 2-D binary image: equal wherever the bilinear value is decisive, below 1/4 or above
+    3/4 (there the nearest of the four source pixels carries the largest weight and decides; the
+    margin of 0.01 covers the rounding to uint8). OpenCV's INTER_NEAREST fails both (it samples
+    each cell's top-left pixel)."""
+    rng = np.random.default_rng(sum(shape))
+    pre = Preprocessing()
+    for binary, decisive_only in [(_stripes(rng, shape, 0), False), (_stripes(rng, shape, 1), False),
+                                  (rng.random(shape) > 0.5, True)]:
+        img = np.repeat(binary[:, :, None], 3, axis=2).astype(np.float32)
+        pre_img = preprocess_image(img, pre)[:, :, 0].astype(np.float64) / 255
+        mask = preprocess_mask(binary.copy(), pre)
+        sel = (pre_img < 0.24) | (pre_img > 0.76) if decisive_only else np.ones(mask.shape, bool)
+        assert sel.mean() > 0.3
+        np.testing.assert_array_equal(mask[sel], pre_img[sel] > 0.5)
+
+
+def test_mask_alignment_through_files(tmp_path):
+    """The same through the files: a mask written as the threshold of its image stays on it."""
+    cat = write_category(tmp_path, "c", size=(97, 131))
+    rng = np.random.default_rng(5)
+    for p, mp in zip(sorted(cat.glob("test/scratch/*.png")), sorted((cat / "ground_truth" / "scratch").iterdir())):
+        binary = np.asarray(_stripes(rng, (97, 131), 1))
+        cv2.imwrite(str(p), np.repeat(binary[:, :, None] * 255, 3, axis=2).astype(np.uint8))
+        cv2.imwrite(str(mp), binary.astype(np.uint8) * 255)
+    c = load_category(tmp_path, "c")
+    images, masks = load_split_arrays(c.test, Preprocessing())
+    defect = c.test.labels == 1
+    assert defect.sum() == 2
+    np.testing.assert_array_equal(masks[defect], images[defect][..., 0] > 127)
+
+
+@pytest.mark.parametrize("shape,resize,crop", [((100, 100), 256, 224), ((97, 131), 256, 224),
+                                               ((1024, 1024), 256, 224), ((300, 200), 64, 48)])
+def test_preprocess_mask_equals_pil_nearest(shape, resize, crop):
+    """torchvision's path for PIL masks: Image.resize(NEAREST), then the centre crop."""
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    mask = rng.random(shape) > 0.7
+    ref = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((resize, resize), Image.NEAREST)) > 0
+    o = (resize - crop) // 2
+    np.testing.assert_array_equal(preprocess_mask(mask, Preprocessing(resize=resize, crop=crop)),
+                                  ref[o:o + crop, o:o + crop])
 
 
 def test_masks_resized_nearest_and_binarised(tiny_root):
@@ -85,6 +193,17 @@ def test_network_input_normalised():
     x = to_network_input(np.full((2, 4, 4, 3), 255, np.uint8), pre, torch.device("cpu"))
     assert x.shape == (2, 3, 4, 4)
     np.testing.assert_allclose(x[0, :, 0, 0].numpy(), (1 - np.array(pre.mean)) / np.array(pre.std), rtol=1e-6)
+
+
+def test_network_input_matches_torchvision_normalize():
+    from torchvision.transforms import v2
+    pre = Preprocessing(mean=(0.3, 0.5, 0.7), std=(0.2, 0.25, 0.3))
+    images = np.random.default_rng(2).integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    ref = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)])(
+        torch.from_numpy(images).permute(0, 3, 1, 2))
+    x = to_network_input(images, pre, torch.device("cpu"))
+    assert x.shape == (3, 3, 20, 24) and x.dtype == torch.float32
+    torch.testing.assert_close(x, ref, rtol=1e-6, atol=1e-6)
 
 
 # ---- bad input: each names the file or argument ------------------------------------------
