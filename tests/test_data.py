@@ -1,9 +1,11 @@
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from mvgviz.data import (DataError, Preprocessing, list_categories, load_category, load_split_arrays,
+from mvgviz.data import (UNLABELLED, DataError, MissingLabels, Preprocessing, list_categories, load_category, load_split_arrays,
                          preprocess_image, preprocess_mask, read_image, read_mask, to_network_input)
 
 from conftest import write_category
@@ -228,7 +230,7 @@ def test_corrupt_file(tiny_root):
 
 def test_missing_mask(tiny_root):
     (tiny_root / "widget" / "ground_truth" / "scratch" / "001_mask.png").unlink()
-    with pytest.raises(DataError, match=r"test/scratch/001\.png.*no mask.*001_mask\.png"):
+    with pytest.raises(MissingLabels, match=r"test/scratch/001\.png.*no mask.*001_mask\.png.*unlabelled"):
         load_category(tiny_root, "widget")
 
 
@@ -272,3 +274,133 @@ def test_hidden_folders_are_not_categories(tmp_path):
     write_category(tmp_path, "widget")
     write_category(tmp_path, ".widget.partial-123")
     assert list_categories(tmp_path) == ["widget"]
+
+
+# ---- data without labels -------------------------------------------------------------------
+
+def _arrays(cat, pre=Preprocessing(resize=64, crop=48)):
+    return load_split_arrays(cat.test, pre)
+
+
+def test_labelled_data_load_the_same_as_unlabelled(tmp_path):
+    write_category(tmp_path, "c", defects=("crack", "bent"))
+    strict, loose = load_category(tmp_path, "c"), load_category(tmp_path, "c", unlabelled=True)
+    assert not strict.unlabelled and loose.unlabelled
+    for cat in (strict, loose):
+        assert cat.test.image_labels and cat.test.pixel_labels and cat.test.label_note == ""
+        assert cat.test.mask_known.all()
+    assert strict.test.paths == loose.test.paths and strict.test.mask_paths == loose.test.mask_paths
+    assert strict.fingerprint == loose.fingerprint
+    np.testing.assert_array_equal(strict.test.labels, loose.test.labels)
+    for a, b in zip(_arrays(strict), _arrays(loose)):
+        np.testing.assert_array_equal(a, b)
+    # the train split is good images only: no metrics there
+    assert not strict.train.image_labels and (strict.train.labels == 0).all()
+
+
+def _only_loose_test_images(root, n=5):
+    cat = write_category(root, "c", n_good=0, defects=())
+    (cat / "test" / "good").rmdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        cv2.imwrite(str(cat / "test" / f"img{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    return cat
+
+
+def test_only_test_images_no_folders_no_ground_truth(tmp_path):
+    _only_loose_test_images(tmp_path)
+    with pytest.raises(MissingLabels, match=r"5 test images lie directly in .*test.*img0\.png.*"
+                                            r"test/good or test/<defect>.*unlabelled data"):
+        load_category(tmp_path, "c")
+    cat = load_category(tmp_path, "c", unlabelled=True)
+    t = cat.test
+    assert [p.name for p in t.paths] == [f"img{i}.png" for i in range(5)]
+    assert t.defect_types == (UNLABELLED,) * 5 and t.mask_paths == (None,) * 5
+    np.testing.assert_array_equal(t.labels, [-1] * 5)
+    assert not t.image_labels and not t.pixel_labels and not t.mask_known.any()
+    assert t.label_note == "5 test images lie directly in test/ and have no label"
+    images, masks = _arrays(cat)
+    assert images.shape == (5, 48, 48, 3) and masks.shape == (5, 48, 48) and not masks.any()
+
+
+def test_loose_images_come_first_with_labelled_folders(tmp_path):
+    cat = _only_loose_test_images(tmp_path, n=2)
+    write_category(tmp_path, "c2")
+    for p in (tmp_path / "c2" / "test").iterdir():
+        p.rename(cat / "test" / p.name)
+    (tmp_path / "c2" / "ground_truth").rename(cat / "ground_truth")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    assert list(t.defect_types) == [UNLABELLED] * 2 + ["good"] * 2 + ["scratch"] * 2
+    np.testing.assert_array_equal(t.labels, [-1, -1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(t.mask_known, [False, False, True, True, True, True])
+    assert not t.image_labels and not t.pixel_labels and "2 test images lie directly in test/" in t.label_note
+
+
+def test_defect_folders_without_ground_truth(tmp_path):
+    cat = write_category(tmp_path, "c", defects=("crack", "bent"))
+    shutil.rmtree(cat / "ground_truth")
+    with pytest.raises(MissingLabels, match=r"missing folder .*ground_truth.*4 defect images in "
+                                            r"test/bent, test/crack have no masks.*unlabelled data"):
+        load_category(tmp_path, "c")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    assert t.image_labels and not t.pixel_labels  # image labels known from the folders, pixel labels not
+    np.testing.assert_array_equal(t.labels, [1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(t.mask_known, [False] * 4 + [True] * 2)
+    assert t.label_note == "no ground_truth folder: the 4 defect images in test/bent, test/crack have no masks"
+
+
+def test_some_masks_missing(tmp_path):
+    cat = write_category(tmp_path, "c", defects=("crack", "bent"), n_defect=3)
+    (cat / "ground_truth" / "crack" / "001_mask.png").unlink()
+    (cat / "ground_truth" / "crack" / "002_mask.png").unlink()
+    with pytest.raises(MissingLabels, match=r"test/crack/001\.png.*has no mask: expected .*"
+                                            r"ground_truth/crack/001_mask\.png'; 2 defect images in all have no mask"):
+        load_category(tmp_path, "c")
+    c = load_category(tmp_path, "c", unlabelled=True)
+    t = c.test
+    assert t.image_labels and not t.pixel_labels
+    assert t.label_note == "2 defect images in test/crack have no mask in ground_truth/crack"
+    assert [m is None for m in t.mask_paths] == [False] * 4 + [True] * 4  # bent 0-2, crack 0-2, good 0-1
+    np.testing.assert_array_equal(t.mask_known, [True] * 4 + [False] * 2 + [True] * 2)
+    images, masks = _arrays(c)
+    np.testing.assert_array_equal(masks.any(axis=(1, 2)), t.mask_known & (t.labels == 1))
+    # the fingerprint covers the masks present: adding one changes it
+    fp = c.fingerprint
+    cv2.imwrite(str(cat / "ground_truth" / "crack" / "001_mask.png"), np.zeros((40, 48), np.uint8))
+    assert load_category(tmp_path, "c", unlabelled=True).fingerprint != fp
+
+
+@pytest.mark.parametrize("kind", ["good", "defect"])
+def test_test_split_of_one_kind(tmp_path, kind):
+    write_category(tmp_path, "c", n_good=2 if kind == "good" else 0, defects=() if kind == "good" else ("dent",))
+    if kind == "defect":
+        (tmp_path / "c" / "test" / "good").rmdir()
+    other = "defect" if kind == "good" else "good"
+    with pytest.raises(MissingLabels, match=rf"has no {other} images.*unlabelled data"):
+        load_category(tmp_path, "c")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    assert not t.image_labels and not t.pixel_labels and f"no {other} images" in t.label_note
+    assert (t.labels == (0 if kind == "good" else 1)).all() and t.mask_known.all()
+
+
+def test_unlabelled_folder_is_unknown(tmp_path):
+    cat = write_category(tmp_path, "c")
+    (cat / "test" / "scratch").rename(cat / "test" / UNLABELLED)
+    with pytest.raises(MissingLabels, match=r"2 test images in .*test/unlabelled.* have no label"):
+        load_category(tmp_path, "c")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    np.testing.assert_array_equal(t.labels, [0, 0, -1, -1])
+    assert t.label_note == "2 test images in test/unlabelled have no label" and not t.image_labels
+
+
+def test_unlabelled_mask_of_other_size_is_still_an_error(tmp_path):
+    cat = write_category(tmp_path, "c", n_defect=3)
+    (cat / "ground_truth" / "scratch" / "002_mask.png").unlink()
+    cv2.imwrite(str(cat / "ground_truth" / "scratch" / "000_mask.png"), np.zeros((20, 20), np.uint8))
+    c = load_category(tmp_path, "c", unlabelled=True)
+    with pytest.raises(DataError, match=r"000_mask\.png.*20x20.*48x40.*same size"):
+        _arrays(c)
+
+
+def test_missing_labels_is_a_data_error():
+    assert issubclass(MissingLabels, DataError)
