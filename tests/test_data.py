@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mvgviz.data import (UNLABELLED, DataError, MissingLabels, Preprocessing, list_categories, load_category, load_split_arrays,
-                         preprocess_image, preprocess_mask, read_image, read_mask, to_network_input)
+from mvgviz.data import (UNLABELLED, DataError, MissingLabels, Preprocessing, list_categories, load_category,
+                         load_split_arrays, preprocess_image, preprocess_mask, read_image, read_mask, to_network_input)
 
 from conftest import write_category
 
@@ -119,7 +119,8 @@ def test_centre_crop_offset_for_odd_margins():
         o = (40 - crop) // 2
         np.testing.assert_allclose(out, full[o:o + crop, o:o + crop], atol=0.5 + 1e-4)
         tv = _tv_preprocess(img, 40, crop)
-        np.testing.assert_allclose(tv, full[o + tv_shift:o + tv_shift + crop, o + tv_shift:o + tv_shift + crop])
+        t = o + tv_shift
+        np.testing.assert_allclose(tv, full[t:t + crop, t:t + crop])
 
 
 # ---- masks: centre-aligned nearest, on their images ------------------------------------------
@@ -157,7 +158,8 @@ def test_mask_alignment_through_files(tmp_path):
     """The same through the files: a mask written as the threshold of its image stays on it."""
     cat = write_category(tmp_path, "c", size=(97, 131))
     rng = np.random.default_rng(5)
-    for p, mp in zip(sorted(cat.glob("test/scratch/*.png")), sorted((cat / "ground_truth" / "scratch").iterdir())):
+    masks = sorted((cat / "ground_truth" / "scratch").iterdir())
+    for p, mp in zip(sorted(cat.glob("test/scratch/*.png")), masks):
         binary = np.asarray(_stripes(rng, (97, 131), 1))
         cv2.imwrite(str(p), np.repeat(binary[:, :, None] * 255, 3, axis=2).astype(np.uint8))
         cv2.imwrite(str(mp), binary.astype(np.uint8) * 255)
@@ -346,15 +348,16 @@ def test_defect_folders_without_ground_truth(tmp_path):
     assert t.image_labels and not t.pixel_labels  # image labels known from the folders, pixel labels not
     np.testing.assert_array_equal(t.labels, [1, 1, 1, 1, 0, 0])
     np.testing.assert_array_equal(t.mask_known, [False] * 4 + [True] * 2)
-    assert t.label_note == "no ground_truth folder: the 4 defect images in test/bent, test/crack have no masks"
+    assert t.label_note == ("no ground_truth folder: the 4 defect images in test/bent, test/crack "
+                            "have no masks")
 
 
 def test_some_masks_missing(tmp_path):
     cat = write_category(tmp_path, "c", defects=("crack", "bent"), n_defect=3)
     (cat / "ground_truth" / "crack" / "001_mask.png").unlink()
     (cat / "ground_truth" / "crack" / "002_mask.png").unlink()
-    with pytest.raises(MissingLabels, match=r"test/crack/001\.png.*has no mask: expected .*"
-                                            r"ground_truth/crack/001_mask\.png'; 2 defect images in all have no mask"):
+    with pytest.raises(MissingLabels, match=r"test/crack/001\.png.*has no mask: expected .*ground_truth/"
+                                            r"crack/001_mask\.png'; 2 defect images in all have no mask"):
         load_category(tmp_path, "c")
     c = load_category(tmp_path, "c", unlabelled=True)
     t = c.test
@@ -372,7 +375,8 @@ def test_some_masks_missing(tmp_path):
 
 @pytest.mark.parametrize("kind", ["good", "defect"])
 def test_test_split_of_one_kind(tmp_path, kind):
-    write_category(tmp_path, "c", n_good=2 if kind == "good" else 0, defects=() if kind == "good" else ("dent",))
+    good = kind == "good"
+    write_category(tmp_path, "c", n_good=2 if good else 0, defects=() if good else ("dent",))
     if kind == "defect":
         (tmp_path / "c" / "test" / "good").rmdir()
     other = "defect" if kind == "good" else "good"
