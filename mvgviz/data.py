@@ -9,11 +9,26 @@ Layout (METHOD.md)::
 Image index = position in the sorted file list of the split (test folders sorted by
 name, files sorted by name), 0-based.
 
+Labels. Strict loading (the default) needs every test image in ``test/good`` or
+``test/<defect>``, every defect image's mask, and both kinds of test image; what is
+missing raises :class:`MissingLabels`. ``load_category(..., unlabelled=True)`` loads
+data without (some of) these labels, to fit and explore them without metrics: test
+images may then also lie directly in ``test/`` or in ``test/unlabelled/`` (defect type
+``"unlabelled"``, label -1: unknown; in index order the images directly in ``test/``
+come first, then the folders sorted by name), masks are read where present (missing
+ones read as all-False, ``Split.mask_known`` says which), and the test :class:`Split`
+records whether image and pixel metrics are defined (``image_labels``,
+``pixel_labels``) and, if not, why (``label_note``).
+
 Preprocessing (the paper's and PaDiM's): RGB (grayscale replicated, alpha dropped,
 16-bit scaled to [0, 1]), resize to ``resize`` x ``resize`` bilinear with antialias,
-centre-crop ``crop`` x ``crop``. Masks: nearest resize to ``resize``, the same crop,
-binarised (> 0). A mask whose size differs from its image's is an error (it would
-silently mis-align the ground truth).
+centre-crop ``crop`` x ``crop`` (offset ``(resize - crop) // 2``). Masks: centre-aligned
+nearest resize to ``resize`` (OpenCV ``INTER_NEAREST_EXACT``, the same as PIL's ``NEAREST``
+and torchvision's path for PIL masks: each output pixel takes the source pixel nearest to
+its centre, so the mask stays on its bilinearly resized image; OpenCV's ``INTER_NEAREST``
+takes each cell's top-left pixel and shifts the mask by up to half a source pixel), the
+same crop, binarised (> 0). A mask whose size differs from its image's is an error (it
+would silently mis-align the ground truth).
 """
 
 from __future__ import annotations
@@ -37,6 +52,20 @@ class DataError(ValueError):
     """A data set, file or argument is not what mvgviz expects; the message says which and why."""
 
 
+class MissingLabels(DataError):
+    """Strict loading found test images without the labels metrics need (no label folder, no
+    mask, no ground_truth folder, no good or no defect images); the same data load with
+    ``load_category(..., unlabelled=True)``, to be fitted and explored without metrics."""
+
+
+#: Defect type of test images whose label is unknown (images directly in ``test/`` or in
+#: ``test/unlabelled/``); their label is -1.
+UNLABELLED = "unlabelled"
+GOOD = "good"
+
+_UNLABELLED_HINT = " (load it as unlabelled data to fit and explore it without metrics)"
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes a network input. Part of every cache key."""
@@ -52,37 +81,64 @@ class Preprocessing:
 
     def tag(self) -> dict:
         return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean),
-                "std": list(self.std), "interp": "bilinear-antialias", "mask": "nearest>0"}
+                "std": list(self.std), "interp": "bilinear-antialias", "mask": "nearest-exact>0"}
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a category: files in index order, labels and defect types.
+    """One split of a category: files in index order, defect types, masks, and what is known.
 
-    ``mask_paths[i]`` is None for good images.
+    ``defect_types[i]`` is the test sub-folder of image i: ``"good"``, a defect name, or
+    ``"unlabelled"`` (label unknown). ``mask_paths[i]`` is the mask file, None for good and
+    unlabelled images and for defect images without a mask (only with ``unlabelled=True``).
+
+    ``image_labels``: every image has a known label and both good and defect images are
+    present, so image AUROC is defined. ``pixel_labels``: ``image_labels`` and every defect
+    image has its mask, so the pixel metrics are defined. ``label_note``: "" when both hold,
+    else why not (counts and folders). The train split holds good images only: both flags
+    are False there, with a note saying so (metrics are computed on the test split).
     """
 
     name: str
     paths: tuple[Path, ...]
     defect_types: tuple[str, ...]
     mask_paths: tuple[Path | None, ...]
+    image_labels: bool = True
+    pixel_labels: bool = True
+    label_note: str = ""
 
     def __len__(self) -> int:
         return len(self.paths)
 
     @property
     def labels(self) -> np.ndarray:
-        """(N,) int: 1 for defect images, 0 for good ones."""
-        return np.array([d != "good" for d in self.defect_types], dtype=np.int64)
+        """(N,) int64: 1 for defect images, 0 for good ones, -1 for unlabelled ones (unknown)."""
+        return np.array([label_of(d) for d in self.defect_types], dtype=np.int64)
+
+    @property
+    def mask_known(self) -> np.ndarray:
+        """(N,) bool: whether image i's pixel truth is known: good images (all background) and
+        defect images with a mask. :func:`load_split_arrays` gives all-False masks for the others."""
+        return np.array([d == GOOD or m is not None for d, m in zip(self.defect_types, self.mask_paths)],
+                        dtype=bool)
+
+
+def label_of(defect_type: str) -> int:
+    """Image label of a test sub-folder: 0 for ``"good"``, -1 for ``"unlabelled"``, else 1."""
+    return 0 if defect_type == GOOD else -1 if defect_type == UNLABELLED else 1
 
 
 @dataclass(frozen=True)
 class Category:
+    """A loaded category. ``unlabelled`` is the option it was loaded with (part of cache keys);
+    whether its test split has labels is ``test.image_labels`` / ``test.pixel_labels``."""
+
     root: Path
     name: str
     train: Split
     test: Split
     fingerprint: str = field(repr=False)
+    unlabelled: bool = False
 
     def split(self, name: str) -> Split:
         if name not in ("train", "test"):
@@ -114,11 +170,17 @@ def _fingerprint(files: Sequence[Path], base: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def load_category(root: str | os.PathLike, category: str) -> Category:
+def load_category(root: str | os.PathLike, category: str, *, unlabelled: bool = False) -> Category:
     """Discover and validate one category; raises DataError naming what is wrong.
 
     Checks: the category exists, ``train/good`` exists and holds images, ``test`` holds
-    images, every defect image has its ``ground_truth/<defect>/<stem>_mask.png``.
+    images. Strict (``unlabelled=False``): every test image lies in ``test/good`` or
+    ``test/<defect>``, every defect image has its ``ground_truth/<defect>/<stem>_mask.png``,
+    and the test split has both good and defect images; otherwise :class:`MissingLabels`.
+    ``unlabelled=True`` accepts all of these gaps (see the module doc) and records them in
+    ``test.image_labels``, ``test.pixel_labels`` and ``test.label_note``; fully labelled
+    data load the same either way. A mask of the wrong size is an error in both modes
+    (:func:`load_split_arrays`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -138,29 +200,80 @@ def load_category(root: str | os.PathLike, category: str) -> Category:
     test_dir = cat_dir / "test"
     if not test_dir.is_dir():
         raise DataError(f"missing folder {str(test_dir)!r}: expected <root>/<category>/test/<defect or good>/*.png")
-    paths, types, masks = [], [], []
+    gt_dir = cat_dir / "ground_truth"
+    loose = _images_in(test_dir)  # images directly in test/: no label
+    paths, types, masks = list(loose), [UNLABELLED] * len(loose), [None] * len(loose)
+    no_mask: dict[str, list[tuple[Path, Path]]] = {}  # defect folder -> [(image, expected mask)]
     for sub in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         for img in _images_in(sub):
             paths.append(img)
             types.append(sub.name)
-            if sub.name == "good":
+            mask = gt_dir / sub.name / f"{img.stem}_mask.png"
+            if sub.name in (GOOD, UNLABELLED):
                 masks.append(None)
-                continue
-            mask = cat_dir / "ground_truth" / sub.name / f"{img.stem}_mask.png"
-            if not mask.is_file():
-                raise DataError(f"defect image {str(img)!r} has no mask: expected {str(mask)!r}")
-            masks.append(mask)
+            elif mask.is_file():
+                masks.append(mask)
+            else:
+                masks.append(None)
+                no_mask.setdefault(sub.name, []).append((img, mask))
     if not paths:
-        raise DataError(f"empty split: {str(test_dir)!r} holds no images in its sub-folders")
-    if all(t == "good" for t in types):
-        raise DataError(f"test split {str(test_dir)!r} has no defect images: pixel metrics need at least one")
-    if all(t != "good" for t in types):
-        raise DataError(f"test split {str(test_dir)!r} has no good images: image AUROC needs both kinds")
-    train = Split("train", tuple(train_paths), ("good",) * len(train_paths), (None,) * len(train_paths))
-    test = Split("test", tuple(paths), tuple(types), tuple(masks))
+        raise DataError(f"empty split: {str(test_dir)!r} holds no images"
+                        + ("" if unlabelled else " in its sub-folders"))
+    n_unknown = types.count(UNLABELLED)
+    n_good = types.count(GOOD)
+    n_defect = len(types) - n_unknown - n_good
+    n_no_mask = sum(len(v) for v in no_mask.values())
+    if not unlabelled:
+        if loose:
+            raise MissingLabels(f"{len(loose)} test images lie directly in {str(test_dir)!r} (first: "
+                                f"{loose[0].name!r}), not in a label folder test/good or test/<defect>"
+                                + _UNLABELLED_HINT)
+        if n_unknown:
+            raise MissingLabels(f"{n_unknown} test images in {str(test_dir / UNLABELLED)!r} have no label "
+                                "(expected test/good or test/<defect>)" + _UNLABELLED_HINT)
+        if n_no_mask and not gt_dir.is_dir():
+            raise MissingLabels(f"missing folder {str(gt_dir)!r}: the {n_no_mask} defect images in "
+                                f"{_folders(no_mask)} have no masks (expected "
+                                "ground_truth/<defect>/<stem>_mask.png)" + _UNLABELLED_HINT)
+        if n_no_mask:
+            img, mask = next(iter(no_mask.values()))[0]
+            more = f"; {n_no_mask} defect images in all have no mask" if n_no_mask > 1 else ""
+            raise MissingLabels(f"defect image {str(img)!r} has no mask: expected {str(mask)!r}{more}"
+                                + _UNLABELLED_HINT)
+        if n_defect == 0:
+            raise MissingLabels(f"test split {str(test_dir)!r} has no defect images: pixel metrics need "
+                                "at least one" + _UNLABELLED_HINT)
+        if n_good == 0:
+            raise MissingLabels(f"test split {str(test_dir)!r} has no good images: image AUROC needs "
+                                "both kinds" + _UNLABELLED_HINT)
+    notes = []
+    if loose:
+        notes.append(f"{len(loose)} test images lie directly in test/ and have no label")
+    if n_unknown > len(loose):
+        notes.append(f"{n_unknown - len(loose)} test images in test/{UNLABELLED} have no label")
+    if not n_unknown and n_good == 0:
+        notes.append("the test split has no good images (test/good): image AUROC needs both kinds")
+    if not n_unknown and n_defect == 0:
+        notes.append("the test split has no defect images (test/<defect>): image AUROC needs both kinds")
+    if n_no_mask and not gt_dir.is_dir():
+        notes.append(f"no ground_truth folder: the {n_no_mask} defect images in {_folders(no_mask)} "
+                     "have no masks")
+    elif n_no_mask:
+        notes.extend(f"{len(v)} defect images in test/{d} have no mask in ground_truth/{d}"
+                     for d, v in no_mask.items())
+    image_labels = n_unknown == 0 and n_good > 0 and n_defect > 0
+    train = Split("train", tuple(train_paths), (GOOD,) * len(train_paths), (None,) * len(train_paths),
+                  image_labels=False, pixel_labels=False,
+                  label_note="the train split holds good images only (metrics are computed on test)")
+    test = Split("test", tuple(paths), tuple(types), tuple(masks), image_labels=image_labels,
+                 pixel_labels=image_labels and n_no_mask == 0, label_note="; ".join(notes))
     files = list(train_paths) + paths + [m for m in masks if m is not None]
     return Category(root=root, name=category, train=train, test=test,
-                    fingerprint=_fingerprint(files, root))
+                    fingerprint=_fingerprint(files, root), unlabelled=unlabelled)
+
+
+def _folders(no_mask: dict[str, list]) -> str:
+    return ", ".join(f"test/{d}" for d in no_mask)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -230,7 +343,13 @@ def _png_complete(data: np.ndarray) -> bool:
 
 
 def preprocess_image(img: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """(H, W, 3) float32 [0, 1] -> (crop, crop, 3) uint8, resized bilinear with antialias."""
+    """(H, W, 3) float32 [0, 1] -> (crop, crop, 3) uint8: resized bilinear with antialias
+    (torch ``interpolate``, as torchvision's ``resize`` on tensors), centre crop, rounded to
+    the nearest uint8 level.
+
+    The crop offset is ``(resize - crop) // 2``; torchvision rounds ``(resize - crop) / 2``
+    half to even, which differs by one pixel only when ``resize - crop`` is 3 mod 4.
+    """
     import torch
     import torch.nn.functional as F
     t = torch.from_numpy(img).permute(2, 0, 1)[None]  # (1, 3, H, W)
@@ -242,8 +361,9 @@ def preprocess_image(img: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 
 def preprocess_mask(mask: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """(H, W) bool -> (crop, crop) bool: nearest resize, centre crop."""
-    m = cv2.resize(mask.astype(np.uint8), (pre.resize, pre.resize), interpolation=cv2.INTER_NEAREST)
+    """(H, W) bool -> (crop, crop) bool: centre-aligned nearest resize (``INTER_NEAREST_EXACT``,
+    equal to PIL ``NEAREST``), centre crop."""
+    m = cv2.resize(mask.astype(np.uint8), (pre.resize, pre.resize), interpolation=cv2.INTER_NEAREST_EXACT)
     o = (pre.resize - pre.crop) // 2
     return m[o:o + pre.crop, o:o + pre.crop] > 0
 
@@ -254,7 +374,8 @@ def load_split_arrays(split: Split, pre: Preprocessing, *,
     """Decode and preprocess a whole split.
 
     Returns images (N, crop, crop, 3) uint8 and masks (N, crop, crop) bool (all False
-    for good images). Raises DataError naming the first bad file (in file order).
+    for good images, and for images whose mask is unknown: ``split.mask_known`` tells
+    them apart). Raises DataError naming the first bad file (in file order).
     ``workers`` threads decode in parallel (OpenCV and torch release the GIL; default:
     ``min(4, os.cpu_count())``); it changes speed only, never the arrays.
     """

@@ -119,13 +119,19 @@ def test_optimized_extractor_equals_the_published_network(name, weights):
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.net.modules())
     assert n_bn == 0, f"{n_bn} batch norms were not folded"
     x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    x0 = x.clone()
     a, b = plain(x), fast(x)
     assert list(a) == list(b)
     for k in a:
         assert b[k].shape == a[k].shape
         scale = a[k].abs().max()
         assert float((a[k] - b[k]).abs().max() / scale) < 1e-4, k
-    assert torch.equal(x, x.contiguous())  # the input is not modified
+    # the caller's input is neither modified (in-place ReLUs, channels-last conversion) nor re-strided
+    assert torch.equal(x, x0) and x.is_contiguous() and x.stride() == x0.stride()
+    # on the CPU the optimized network runs channels-last, and so are its maps (FeatureExtractor's doc)
+    for k in b:  # (the published network's maps are not: the check tells the two apart)
+        assert b[k].is_contiguous(memory_format=torch.channels_last), k
+        assert not a[k].is_contiguous(memory_format=torch.channels_last), k
 
 
 def test_prepare_for_inference_refuses_training_mode():

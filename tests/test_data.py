@@ -1,10 +1,12 @@
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from mvgviz.data import (DataError, Preprocessing, list_categories, load_category, load_split_arrays,
-                         preprocess_image, read_image, read_mask, to_network_input)
+from mvgviz.data import (UNLABELLED, DataError, MissingLabels, Preprocessing, list_categories, load_category,
+                         load_split_arrays, preprocess_image, preprocess_mask, read_image, read_mask, to_network_input)
 
 from conftest import write_category
 
@@ -63,12 +65,122 @@ def test_preprocess_varying_sizes_to_crop():
         assert out.shape == (224, 224, 3) and out.dtype == np.uint8
 
 
-def test_preprocess_is_resize_then_centre_crop():
-    pre = Preprocessing(resize=8, crop=4)
-    img = np.zeros((8, 8, 3), np.float32)
-    img[2:6, 2:6] = 1.0  # the central 4x4
-    out = preprocess_image(img, pre)
-    assert np.all(out == 255)
+@pytest.mark.parametrize("size,resize,crop", [(64, 32, 16), (32, 64, 40), (50, 80, 60)])
+def test_preprocess_is_resize_then_centre_crop(size, resize, crop):
+    """A linear ramp stays linear under bilinear (antialiased) resizing away from the borders: the
+    output pixel i of the crop is the ramp at source coordinate (i + o + 0.5) * size / resize - 0.5,
+    with o = (resize - crop) // 2."""
+    src = np.arange(size, dtype=np.float64)
+    ramp_x, ramp_y = 0.1 + 0.5 * src / size, 0.3 * src / size
+    img = np.stack([ramp_y[:, None] + ramp_x[None, :], 0.2 + ramp_y[:, None] + 0 * ramp_x[None, :],
+                    0.9 - ramp_x[None, :] + 0 * ramp_y[:, None]], axis=2).astype(np.float32)
+    out = preprocess_image(img, Preprocessing(resize=resize, crop=crop))
+    assert out.shape == (crop, crop, 3)
+    o = (resize - crop) // 2
+    c = (np.arange(crop) + o + 0.5) * size / resize - 0.5  # source coordinates of the crop's pixels
+    f = lambda x: np.interp(x, src, ramp_x)  # noqa: E731
+    g = lambda y: np.interp(y, src, ramp_y)  # noqa: E731
+    expect = np.stack([g(c)[:, None] + f(c)[None, :], 0.2 + g(c)[:, None] + 0 * c[None, :],
+                       0.9 - f(c)[None, :] + 0 * c[:, None]], axis=2) * 255
+    np.testing.assert_allclose(out, expect, atol=0.5 + 1e-3)
+
+
+def _tv_preprocess(img: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """torchvision's reference: resize bilinear with antialias, centre crop, on float tensors."""
+    from torchvision.transforms.v2 import functional as TF
+    t = torch.from_numpy(img).permute(2, 0, 1)
+    t = TF.resize(t, [resize, resize], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(t, [crop, crop]).permute(1, 2, 0).numpy().astype(np.float64) * 255
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (97, 131), (300, 200), (1024, 1024), (230, 700), (256, 256)])
+@pytest.mark.parametrize("resize,crop", [(256, 224), (64, 48)])
+def test_preprocess_image_matches_torchvision_and_pil(shape, resize, crop):
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    u8 = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    img = u8.astype(np.float32) / 255
+    out = preprocess_image(img, Preprocessing(resize=resize, crop=crop)).astype(np.float64)
+    # torchvision on floats: ours only rounds to the nearest uint8 level
+    np.testing.assert_allclose(out, _tv_preprocess(img, resize, crop), rtol=0, atol=0.5 + 1e-4)
+    # PIL on uint8 (its own rounding of intermediate values): within one level
+    from PIL import Image
+    o = (resize - crop) // 2
+    ref = np.asarray(Image.fromarray(u8).resize((resize, resize), Image.BILINEAR))[o:o + crop, o:o + crop]
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1)
+
+
+def test_centre_crop_offset_for_odd_margins():
+    """Offset (resize - crop) // 2; torchvision rounds half to even, so it agrees when the margin
+    is 1 mod 4 and is one pixel further when it is 3 mod 4."""
+    img = np.random.default_rng(3).random((40, 40, 3), dtype=np.float32)
+    for crop, tv_shift in ((35, 0), (33, 1)):  # margins 5 (1 mod 4) and 7 (3 mod 4)
+        out = preprocess_image(img, Preprocessing(resize=40, crop=crop)).astype(np.float64)
+        full = _tv_preprocess(img, 40, 40)
+        o = (40 - crop) // 2
+        np.testing.assert_allclose(out, full[o:o + crop, o:o + crop], atol=0.5 + 1e-4)
+        tv = _tv_preprocess(img, 40, crop)
+        t = o + tv_shift
+        np.testing.assert_allclose(tv, full[t:t + crop, t:t + crop])
+
+
+# ---- masks: centre-aligned nearest, on their images ------------------------------------------
+
+def _stripes(rng, shape, axis):
+    """A random binary image that varies along one axis only: bilinear upscaling is then linear
+    interpolation along that axis, and its threshold at 1/2 is exactly the nearest source pixel."""
+    line = rng.random(shape[axis]) > 0.5
+    return np.broadcast_to(line[:, None] if axis == 0 else line[None, :], shape)
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (97, 131), (61, 200)])
+def test_mask_from_thresholded_image_stays_on_the_image(shape):
+    """A mask made by thresholding an image equals the thresholded preprocessed image.
+
+    Upscaling to 256 by a non-integer factor. Images varying along one axis: equal everywhere
+    (no ties occur: the sampled source coordinates have no fractional part 1/2 for these sizes).
+    A random 2-D binary image: equal wherever the bilinear value is decisive, below 1/4 or above
+    3/4 (there the nearest of the four source pixels carries the largest weight and decides; the
+    margin of 0.01 covers the rounding to uint8). OpenCV's INTER_NEAREST fails both (it samples
+    each cell's top-left pixel)."""
+    rng = np.random.default_rng(sum(shape))
+    pre = Preprocessing()
+    for binary, decisive_only in [(_stripes(rng, shape, 0), False), (_stripes(rng, shape, 1), False),
+                                  (rng.random(shape) > 0.5, True)]:
+        img = np.repeat(binary[:, :, None], 3, axis=2).astype(np.float32)
+        pre_img = preprocess_image(img, pre)[:, :, 0].astype(np.float64) / 255
+        mask = preprocess_mask(binary.copy(), pre)
+        sel = (pre_img < 0.24) | (pre_img > 0.76) if decisive_only else np.ones(mask.shape, bool)
+        assert sel.mean() > 0.3
+        np.testing.assert_array_equal(mask[sel], pre_img[sel] > 0.5)
+
+
+def test_mask_alignment_through_files(tmp_path):
+    """The same through the files: a mask written as the threshold of its image stays on it."""
+    cat = write_category(tmp_path, "c", size=(97, 131))
+    rng = np.random.default_rng(5)
+    masks = sorted((cat / "ground_truth" / "scratch").iterdir())
+    for p, mp in zip(sorted(cat.glob("test/scratch/*.png")), masks):
+        binary = np.asarray(_stripes(rng, (97, 131), 1))
+        cv2.imwrite(str(p), np.repeat(binary[:, :, None] * 255, 3, axis=2).astype(np.uint8))
+        cv2.imwrite(str(mp), binary.astype(np.uint8) * 255)
+    c = load_category(tmp_path, "c")
+    images, masks = load_split_arrays(c.test, Preprocessing())
+    defect = c.test.labels == 1
+    assert defect.sum() == 2
+    np.testing.assert_array_equal(masks[defect], images[defect][..., 0] > 127)
+
+
+@pytest.mark.parametrize("shape,resize,crop", [((100, 100), 256, 224), ((97, 131), 256, 224),
+                                               ((1024, 1024), 256, 224), ((300, 200), 64, 48)])
+def test_preprocess_mask_equals_pil_nearest(shape, resize, crop):
+    """torchvision's path for PIL masks: Image.resize(NEAREST), then the centre crop."""
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    mask = rng.random(shape) > 0.7
+    ref = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((resize, resize), Image.NEAREST)) > 0
+    o = (resize - crop) // 2
+    np.testing.assert_array_equal(preprocess_mask(mask, Preprocessing(resize=resize, crop=crop)),
+                                  ref[o:o + crop, o:o + crop])
 
 
 def test_masks_resized_nearest_and_binarised(tiny_root):
@@ -85,6 +197,17 @@ def test_network_input_normalised():
     x = to_network_input(np.full((2, 4, 4, 3), 255, np.uint8), pre, torch.device("cpu"))
     assert x.shape == (2, 3, 4, 4)
     np.testing.assert_allclose(x[0, :, 0, 0].numpy(), (1 - np.array(pre.mean)) / np.array(pre.std), rtol=1e-6)
+
+
+def test_network_input_matches_torchvision_normalize():
+    from torchvision.transforms import v2
+    pre = Preprocessing(mean=(0.3, 0.5, 0.7), std=(0.2, 0.25, 0.3))
+    images = np.random.default_rng(2).integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    ref = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)])(
+        torch.from_numpy(images).permute(0, 3, 1, 2))
+    x = to_network_input(images, pre, torch.device("cpu"))
+    assert x.shape == (3, 3, 20, 24) and x.dtype == torch.float32
+    torch.testing.assert_close(x, ref, rtol=1e-6, atol=1e-6)
 
 
 # ---- bad input: each names the file or argument ------------------------------------------
@@ -109,7 +232,7 @@ def test_corrupt_file(tiny_root):
 
 def test_missing_mask(tiny_root):
     (tiny_root / "widget" / "ground_truth" / "scratch" / "001_mask.png").unlink()
-    with pytest.raises(DataError, match=r"test/scratch/001\.png.*no mask.*001_mask\.png"):
+    with pytest.raises(MissingLabels, match=r"test/scratch/001\.png.*no mask.*001_mask\.png.*unlabelled"):
         load_category(tiny_root, "widget")
 
 
@@ -153,3 +276,135 @@ def test_hidden_folders_are_not_categories(tmp_path):
     write_category(tmp_path, "widget")
     write_category(tmp_path, ".widget.partial-123")
     assert list_categories(tmp_path) == ["widget"]
+
+
+# ---- data without labels -------------------------------------------------------------------
+
+def _arrays(cat, pre=Preprocessing(resize=64, crop=48)):
+    return load_split_arrays(cat.test, pre)
+
+
+def test_labelled_data_load_the_same_as_unlabelled(tmp_path):
+    write_category(tmp_path, "c", defects=("crack", "bent"))
+    strict, loose = load_category(tmp_path, "c"), load_category(tmp_path, "c", unlabelled=True)
+    assert not strict.unlabelled and loose.unlabelled
+    for cat in (strict, loose):
+        assert cat.test.image_labels and cat.test.pixel_labels and cat.test.label_note == ""
+        assert cat.test.mask_known.all()
+    assert strict.test.paths == loose.test.paths and strict.test.mask_paths == loose.test.mask_paths
+    assert strict.fingerprint == loose.fingerprint
+    np.testing.assert_array_equal(strict.test.labels, loose.test.labels)
+    for a, b in zip(_arrays(strict), _arrays(loose)):
+        np.testing.assert_array_equal(a, b)
+    # the train split is good images only: no metrics there
+    assert not strict.train.image_labels and (strict.train.labels == 0).all()
+
+
+def _only_loose_test_images(root, n=5):
+    cat = write_category(root, "c", n_good=0, defects=())
+    (cat / "test" / "good").rmdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        cv2.imwrite(str(cat / "test" / f"img{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    return cat
+
+
+def test_only_test_images_no_folders_no_ground_truth(tmp_path):
+    _only_loose_test_images(tmp_path)
+    with pytest.raises(MissingLabels, match=r"5 test images lie directly in .*test.*img0\.png.*"
+                                            r"test/good or test/<defect>.*unlabelled data"):
+        load_category(tmp_path, "c")
+    cat = load_category(tmp_path, "c", unlabelled=True)
+    t = cat.test
+    assert [p.name for p in t.paths] == [f"img{i}.png" for i in range(5)]
+    assert t.defect_types == (UNLABELLED,) * 5 and t.mask_paths == (None,) * 5
+    np.testing.assert_array_equal(t.labels, [-1] * 5)
+    assert not t.image_labels and not t.pixel_labels and not t.mask_known.any()
+    assert t.label_note == "5 test images lie directly in test/ and have no label"
+    images, masks = _arrays(cat)
+    assert images.shape == (5, 48, 48, 3) and masks.shape == (5, 48, 48) and not masks.any()
+
+
+def test_loose_images_come_first_with_labelled_folders(tmp_path):
+    cat = _only_loose_test_images(tmp_path, n=2)
+    write_category(tmp_path, "c2")
+    for p in (tmp_path / "c2" / "test").iterdir():
+        p.rename(cat / "test" / p.name)
+    (tmp_path / "c2" / "ground_truth").rename(cat / "ground_truth")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    assert list(t.defect_types) == [UNLABELLED] * 2 + ["good"] * 2 + ["scratch"] * 2
+    np.testing.assert_array_equal(t.labels, [-1, -1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(t.mask_known, [False, False, True, True, True, True])
+    assert not t.image_labels and not t.pixel_labels and "2 test images lie directly in test/" in t.label_note
+
+
+def test_defect_folders_without_ground_truth(tmp_path):
+    cat = write_category(tmp_path, "c", defects=("crack", "bent"))
+    shutil.rmtree(cat / "ground_truth")
+    with pytest.raises(MissingLabels, match=r"missing folder .*ground_truth.*4 defect images in "
+                                            r"test/bent, test/crack have no masks.*unlabelled data"):
+        load_category(tmp_path, "c")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    assert t.image_labels and not t.pixel_labels  # image labels known from the folders, pixel labels not
+    np.testing.assert_array_equal(t.labels, [1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(t.mask_known, [False] * 4 + [True] * 2)
+    assert t.label_note == ("no ground_truth folder: the 4 defect images in test/bent, test/crack "
+                            "have no masks")
+
+
+def test_some_masks_missing(tmp_path):
+    cat = write_category(tmp_path, "c", defects=("crack", "bent"), n_defect=3)
+    (cat / "ground_truth" / "crack" / "001_mask.png").unlink()
+    (cat / "ground_truth" / "crack" / "002_mask.png").unlink()
+    with pytest.raises(MissingLabels, match=r"test/crack/001\.png.*has no mask: expected .*ground_truth/"
+                                            r"crack/001_mask\.png'; 2 defect images in all have no mask"):
+        load_category(tmp_path, "c")
+    c = load_category(tmp_path, "c", unlabelled=True)
+    t = c.test
+    assert t.image_labels and not t.pixel_labels
+    assert t.label_note == "2 defect images in test/crack have no mask in ground_truth/crack"
+    assert [m is None for m in t.mask_paths] == [False] * 4 + [True] * 4  # bent 0-2, crack 0-2, good 0-1
+    np.testing.assert_array_equal(t.mask_known, [True] * 4 + [False] * 2 + [True] * 2)
+    images, masks = _arrays(c)
+    np.testing.assert_array_equal(masks.any(axis=(1, 2)), t.mask_known & (t.labels == 1))
+    # the fingerprint covers the masks present: adding one changes it
+    fp = c.fingerprint
+    cv2.imwrite(str(cat / "ground_truth" / "crack" / "001_mask.png"), np.zeros((40, 48), np.uint8))
+    assert load_category(tmp_path, "c", unlabelled=True).fingerprint != fp
+
+
+@pytest.mark.parametrize("kind", ["good", "defect"])
+def test_test_split_of_one_kind(tmp_path, kind):
+    good = kind == "good"
+    write_category(tmp_path, "c", n_good=2 if good else 0, defects=() if good else ("dent",))
+    if kind == "defect":
+        (tmp_path / "c" / "test" / "good").rmdir()
+    other = "defect" if kind == "good" else "good"
+    with pytest.raises(MissingLabels, match=rf"has no {other} images.*unlabelled data"):
+        load_category(tmp_path, "c")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    assert not t.image_labels and not t.pixel_labels and f"no {other} images" in t.label_note
+    assert (t.labels == (0 if kind == "good" else 1)).all() and t.mask_known.all()
+
+
+def test_unlabelled_folder_is_unknown(tmp_path):
+    cat = write_category(tmp_path, "c")
+    (cat / "test" / "scratch").rename(cat / "test" / UNLABELLED)
+    with pytest.raises(MissingLabels, match=r"2 test images in .*test/unlabelled.* have no label"):
+        load_category(tmp_path, "c")
+    t = load_category(tmp_path, "c", unlabelled=True).test
+    np.testing.assert_array_equal(t.labels, [0, 0, -1, -1])
+    assert t.label_note == "2 test images in test/unlabelled have no label" and not t.image_labels
+
+
+def test_unlabelled_mask_of_other_size_is_still_an_error(tmp_path):
+    cat = write_category(tmp_path, "c", n_defect=3)
+    (cat / "ground_truth" / "scratch" / "002_mask.png").unlink()
+    cv2.imwrite(str(cat / "ground_truth" / "scratch" / "000_mask.png"), np.zeros((20, 20), np.uint8))
+    c = load_category(tmp_path, "c", unlabelled=True)
+    with pytest.raises(DataError, match=r"000_mask\.png.*20x20.*48x40.*same size"):
+        _arrays(c)
+
+
+def test_missing_labels_is_a_data_error():
+    assert issubclass(MissingLabels, DataError)
