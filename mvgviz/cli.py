@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         print("mvgviz: interrupted; the cache holds no partial entry", file=sys.stderr)
         return 130
     except (ValueError, KeyError, OSError) as e:
+        from .data import MissingLabels
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, MissingLabels):
+            msg = f"{e.reason} (add --unlabelled to fit and explore it without metrics)"
         print(f"mvgviz: error: {msg}", file=sys.stderr)
         return 2
 

@@ -55,15 +55,21 @@ class DataError(ValueError):
 class MissingLabels(DataError):
     """Strict loading found test images without the labels metrics need (no label folder, no
     mask, no ground_truth folder, no good or no defect images); the same data load with
-    ``load_category(..., unlabelled=True)``, to be fitted and explored without metrics."""
+    ``load_category(..., unlabelled=True)``, to be fitted and explored without metrics.
+
+    ``reason`` is the message without the hint, for front ends that word the option their way."""
+
+    HINT = " (load it as unlabelled data to fit and explore it without metrics)"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason + self.HINT)
 
 
 #: Defect type of test images whose label is unknown (images directly in ``test/`` or in
 #: ``test/unlabelled/``); their label is -1.
 UNLABELLED = "unlabelled"
 GOOD = "good"
-
-_UNLABELLED_HINT = " (load it as unlabelled data to fit and explore it without metrics)"
 
 
 @dataclass(frozen=True)
@@ -226,26 +232,24 @@ def load_category(root: str | os.PathLike, category: str, *, unlabelled: bool = 
     if not unlabelled:
         if loose:
             raise MissingLabels(f"{len(loose)} test images lie directly in {str(test_dir)!r} (first: "
-                                f"{loose[0].name!r}), not in a label folder test/good or test/<defect>"
-                                + _UNLABELLED_HINT)
+                                f"{loose[0].name!r}), not in a label folder test/good or test/<defect>")
         if n_unknown:
             raise MissingLabels(f"{n_unknown} test images in {str(test_dir / UNLABELLED)!r} have no label "
-                                "(expected test/good or test/<defect>)" + _UNLABELLED_HINT)
+                                "(expected test/good or test/<defect>)")
         if n_no_mask and not gt_dir.is_dir():
             raise MissingLabels(f"missing folder {str(gt_dir)!r}: the {n_no_mask} defect images in "
                                 f"{_folders(no_mask)} have no masks (expected "
-                                "ground_truth/<defect>/<stem>_mask.png)" + _UNLABELLED_HINT)
+                                "ground_truth/<defect>/<stem>_mask.png)")
         if n_no_mask:
             img, mask = next(iter(no_mask.values()))[0]
             more = f"; {n_no_mask} defect images in all have no mask" if n_no_mask > 1 else ""
-            raise MissingLabels(f"defect image {str(img)!r} has no mask: expected {str(mask)!r}{more}"
-                                + _UNLABELLED_HINT)
+            raise MissingLabels(f"defect image {str(img)!r} has no mask: expected {str(mask)!r}{more}")
         if n_defect == 0:
             raise MissingLabels(f"test split {str(test_dir)!r} has no defect images: pixel metrics need "
-                                "at least one" + _UNLABELLED_HINT)
+                                "at least one")
         if n_good == 0:
             raise MissingLabels(f"test split {str(test_dir)!r} has no good images: image AUROC needs "
-                                "both kinds" + _UNLABELLED_HINT)
+                                "both kinds")
     notes = []
     if loose:
         notes.append(f"{len(loose)} test images lie directly in test/ and have no label")

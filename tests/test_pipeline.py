@@ -203,3 +203,50 @@ def test_load_reads_the_cache_without_computing_or_importing_torch(tiny, tmp_pat
             "print(m is not None, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]
+
+
+def _unlabelled_copy(src, dst, *, keep_defect_folders: bool):
+    """The tiny category without ground truth: either defect folders without masks, or every
+    test image directly in test/ (no labels at all)."""
+    import shutil
+    shutil.copytree(src / "widget" / "train", dst / "widget" / "train")
+    test = dst / "widget" / "test"
+    for folder in sorted((src / "widget" / "test").iterdir()):
+        for img in sorted(folder.iterdir()):
+            target = test / folder.name / img.name if keep_defect_folders else test / f"{folder.name}_{img.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(img, target)
+    return dst
+
+
+@pytest.mark.parametrize("keep_defect_folders", [True, False])
+def test_unlabelled_data_fits_with_metrics_not_available(tiny, tmp_path, keep_defect_folders, capsys):
+    from mvgviz.cli import main
+    from mvgviz.data import MissingLabels
+    root = _unlabelled_copy(tiny[0], tmp_path / "data", keep_defect_folders=keep_defect_folders)
+    with pytest.raises(MissingLabels):
+        fit(root, "widget", layers="_blocks[10]", cache=tmp_path / "c", device="cpu")
+    assert main(["report", "--data", str(root), "--category", "widget", "--layers", "_blocks[10]",
+                 "--cache", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "add --unlabelled" in capsys.readouterr().err
+    model = fit(root, "widget", layers="_blocks[10]", cache=tmp_path / "c", device="cpu", unlabelled=True)
+    lm = model.layer("_blocks[10]")
+    assert lm.metrics["pixel_auroc"] is None and lm.metrics["aupro"] is None and lm.metrics_note
+    assert not lm.has_ranking
+    with pytest.raises(ValueError, match="no component ranking"):
+        lm.ranking()
+    if keep_defect_folders:  # image labels from the folders: the image AUROC is defined
+        labelled = tiny[2].layer("_blocks[10]")
+        assert lm.metrics["image_auroc"] == pytest.approx(labelled.metrics["image_auroc"], abs=1e-12)
+        assert "no mask" in lm.metrics_note
+    else:
+        assert lm.metrics["image_auroc"] is None
+    # everything that needs no labels works: maps, statistics, the JSON report, the CLI table
+    assert lm.m2("test").shape[0] == model.data.n_images("test")
+    assert lm.stats("test").m2_p99 > 0
+    rep = model.report()
+    assert rep["labels"]["pixel"] is False and rep["layers"][0]["components"][0]["auroc"] is None
+    assert main(["report", "--data", str(root), "--category", "widget", "--layers", "_blocks[10]",
+                 "--cache", str(tmp_path / "c"), "--quiet", "--unlabelled"]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "n/a (needs masks)" in out
