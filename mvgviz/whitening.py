@@ -27,28 +27,54 @@ PERCENTILE = 99.0
 
 
 class Whitener:
-    """Applies one Gaussian's whitening to feature maps on a torch device."""
+    """Applies the whitening of one Gaussian, or of a batch of them, on a torch device.
+
+    The matrix ``W`` (*B, C, C) is :meth:`mvgviz.gaussian.Gaussian.whitener`, taken once, in float64.
+    """
 
     def __init__(self, gaussian: "Gaussian", device: "torch.device | str" = "cpu"):
         import torch
         self.device = torch.device(device)
-        self.mean = torch.as_tensor(gaussian.mean, dtype=torch.float64, device=self.device)
-        self.matrix = torch.as_tensor(gaussian.whitener(), dtype=torch.float64, device=self.device)
+        self.batch_shape = tuple(gaussian.batch_shape)
+        self.mean = torch.as_tensor(gaussian.mean, dtype=torch.float64, device=self.device)  # (*B, C)
+        self.matrix = torch.as_tensor(gaussian.whitener(), dtype=torch.float64, device=self.device)  # (*B, C, C)
 
     def __call__(self, feats: "torch.Tensor") -> "torch.Tensor":
-        """feats (N, C, H, W) -> Y (N, C, H, W) float32 on the whitener's device."""
+        """feats (N, C, H, W) -> Y (N, C, H, W) float32 on the whitener's device (one Gaussian)."""
         import torch
         with torch.no_grad():
             return self._apply(feats)
 
     def with_m2(self, feats: "torch.Tensor") -> "tuple[torch.Tensor, torch.Tensor]":
-        """feats (N, C, H, W) -> (Y (N, C, H, W), M2 (N, H, W)), both float32, M2 summed in float64."""
+        """feats (N, C, H, W) -> (Y (N, C, H, W), M2 (N, H, W)), both float32, M2 summed in float64.
+
+        One Gaussian for all positions (the layer's pooled Gaussian).
+        """
         import torch
         with torch.no_grad():
             return self._apply(feats, with_m2=True)
 
+    def whiten_rows(self, x, *, with_m2: bool = False):
+        """Channels-last samples x (..., M, C) -> Y (..., M, C) float64 on the whitener's device.
+
+        ``Y = (x - mean) @ W`` per Gaussian: the whitener's batch shape ``*B`` broadcasts against
+        x's leading dimensions, so (P, M, C) samples meet (P,) Gaussians one to one. With
+        ``with_m2``, also returns M2 (..., M) = sum_c Y**2, float64.
+        """
+        import torch
+        x = torch.as_tensor(x)
+        if x.ndim < 2 or x.shape[-1] != self.mean.shape[-1]:
+            raise ValueError(f"x must be (..., M, C) with C={self.mean.shape[-1]} channels last, "
+                             f"got shape {tuple(x.shape)}")
+        with torch.no_grad():
+            y = (x.to(self.device, torch.float64) - self.mean.unsqueeze(-2)) @ self.matrix
+            return (y, y.square().sum(-1)) if with_m2 else y
+
     def _apply(self, feats, with_m2: bool = False):
         import torch
+        if self.batch_shape:
+            raise ValueError(f"feature maps need one Gaussian, this whitener has batch shape {self.batch_shape}:"
+                             " use whiten_rows")
         n, c, h, w = feats.shape
         x = feats.to(self.device, torch.float64).permute(0, 2, 3, 1).reshape(-1, c)  # (N*H*W, C)
         y = (x - self.mean) @ self.matrix  # (N*H*W, C)

@@ -23,7 +23,7 @@ def _rows(f):
 
 def test_whiten_equals_scipy_covariance_whiten(data):
     train, test = data
-    g = fit_gaussian(train)
+    g = fit_gaussian(_rows(train))
     y = Whitener(g)(torch.from_numpy(test)).numpy()
     ref = g.covariance().whiten(_rows(test) - g.mean)  # scipy's Covariance.whiten
     np.testing.assert_allclose(_rows(y), ref, rtol=1e-5, atol=1e-5)
@@ -31,7 +31,7 @@ def test_whiten_equals_scipy_covariance_whiten(data):
 
 def test_whitened_train_covariance_is_identity(data):
     train, _ = data
-    g = fit_gaussian(train)
+    g = fit_gaussian(_rows(train))
     y = _rows(Whitener(g)(torch.from_numpy(train)).double().numpy())
     np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(6), atol=1e-5)
     np.testing.assert_allclose(y.mean(0), 0, atol=1e-5)
@@ -39,7 +39,7 @@ def test_whitened_train_covariance_is_identity(data):
 
 def test_m2_is_sum_of_y2_and_mahalanobis_squared(data):
     train, test = data
-    g = fit_gaussian(train)
+    g = fit_gaussian(_rows(train))
     y = Whitener(g)(torch.from_numpy(test))
     m2 = m2_from_y(y).numpy()
     np.testing.assert_allclose(m2, (y.numpy() ** 2).sum(1), rtol=1e-6)
@@ -50,27 +50,36 @@ def test_m2_is_sum_of_y2_and_mahalanobis_squared(data):
 
 
 def test_component_order_is_ascending_eigenvalue(data):
-    train, _ = data
-    g = fit_gaussian(train)
-    w = g.whitener()
-    # column c of W is v_c / sqrt(w_c): its norm is 1/sqrt(w_c), descending with c
-    np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1 / np.sqrt(g.eigvals), rtol=1e-10)
+    train, test = data
+    x = _rows(train)
+    g = fit_gaussian(x)
+    w_ref, v_ref = np.linalg.eigh(np.cov(x, rowvar=False))  # NumPy: ascending
+    assert np.all(np.diff(w_ref) > 0) and np.all(np.diff(g.eigvals) > 0)
+    np.testing.assert_allclose(g.eigvals, w_ref, rtol=1e-9)
+    # column c of W is v_c / sqrt(w_c): its norm 1/sqrt(w_c) strictly decreases with c
+    norms = np.linalg.norm(g.whitener(), axis=0)
+    assert np.all(np.diff(norms) < 0)
+    np.testing.assert_allclose(norms, 1 / np.sqrt(w_ref), rtol=1e-9)
+    # Y[:, c] is the projection on the eigenvector of the c-th smallest eigenvalue (up to sign)
+    y = _rows(Whitener(g)(torch.from_numpy(test)).double().numpy())
+    ref = (_rows(test) - x.mean(0)) @ v_ref / np.sqrt(w_ref)
+    np.testing.assert_allclose(np.abs(y), np.abs(ref), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_path_equals_scipy(data):
     train, test = data
-    g = fit_gaussian(torch.from_numpy(train).cuda())
+    g = fit_gaussian(torch.from_numpy(_rows(train)).cuda())
     y = Whitener(g, "cuda")(torch.from_numpy(test).cuda()).cpu().numpy()
     ref = g.covariance().whiten(_rows(test) - g.mean)
     np.testing.assert_allclose(_rows(y), ref, rtol=1e-5, atol=1e-5)
-    g_cpu = fit_gaussian(train)
+    g_cpu = fit_gaussian(_rows(train))
     np.testing.assert_allclose(g.cov, g_cpu.cov, rtol=1e-9, atol=1e-12)
 
 
 def test_scale_stats(data):
     train, _ = data
-    g = fit_gaussian(train)
+    g = fit_gaussian(_rows(train))
     y = Whitener(g)(torch.from_numpy(train)).numpy()
     s = scale_stats(y, m2_from_y(y))
     y2 = y ** 2
@@ -83,11 +92,11 @@ def test_scale_stats(data):
 def test_with_m2_equals_the_sum_of_squares_of_y():
     import torch
 
-    from mvgviz.gaussian import fit_gaussian
+    from mvgviz.gaussian import fit_gaussian, maps_to_rows
     from mvgviz.whitening import Whitener, m2_from_y
     rng = np.random.default_rng(3)
     f = rng.standard_normal((5, 6, 4, 3)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)[:, None, None]
-    g = fit_gaussian(lambda: iter([torch.from_numpy(f)]), reg="none", device="cpu")
+    g = fit_gaussian(lambda: iter([maps_to_rows(torch.from_numpy(f))]), reg="none", device="cpu")
     wh = Whitener(g, "cpu")
     y, m2 = wh.with_m2(torch.from_numpy(f))
     np.testing.assert_array_equal(y.numpy(), wh(torch.from_numpy(f)).numpy())
@@ -107,3 +116,43 @@ def test_percentile_equals_numpy(n, kind):
          "heavy": lambda: np.exp(rng.standard_normal(n) * 4)}[kind]().astype(np.float32)
     for q in (99.0, 50.0, 0.5, 99.99):
         assert percentile(v, q) == pytest.approx(float(np.percentile(v, q)), rel=1e-12, abs=0)
+
+
+def test_whiten_rows_batched_equals_scipy_per_gaussian():
+    from scipy.stats import Covariance
+    rng = np.random.default_rng(8)
+    p, m, c = 4, 30, 5
+    a = rng.normal(size=(p, c, c)) * np.logspace(-2, 1, c)
+    train = rng.normal(size=(p, m, c)) @ a.transpose(0, 2, 1) + 3
+    train[1, :, 2] = 0.5  # one zero eigenvalue in Gaussian 1
+    test = (rng.normal(size=(p, 7, c)) * 2 + 3).astype(np.float32)
+    g = fit_gaussian(train)
+    wh = Whitener(g)
+    y, m2 = wh.whiten_rows(torch.from_numpy(test), with_m2=True)
+    assert y.shape == (p, 7, c) and y.dtype == torch.float64 and m2.shape == (p, 7)
+    np.testing.assert_array_equal(wh.whiten_rows(test).numpy(), y.numpy())
+    for i in range(p):
+        cov = Covariance.from_eigendecomposition((g.eigvals[i], g.eigvecs[i]))
+        ref = cov.whiten(test[i].astype(np.float64) - g.mean[i])
+        np.testing.assert_allclose(y[i].numpy(), ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(m2[i].numpy(), (ref ** 2).sum(1), rtol=1e-12)
+    assert np.all(y[1, :, 0].numpy() == 0)  # the floored component
+    # broadcasting: the same samples under every Gaussian
+    yb = wh.whiten_rows(test[0]).numpy()  # (M, C) -> (P, M, C)
+    assert yb.shape == (p, 7, c)
+    np.testing.assert_allclose(yb[2], Covariance.from_eigendecomposition((g.eigvals[2], g.eigvecs[2])).whiten(
+        test[0].astype(np.float64) - g.mean[2]), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"batch shape \(4,\).*whiten_rows"):
+        wh(torch.zeros(1, c, 2, 2))
+    with pytest.raises(ValueError, match=r"C=5.*\(7, 4\)"):
+        wh.whiten_rows(np.zeros((7, 4)))
+
+
+def test_whiten_rows_of_one_gaussian_equals_the_map_path(data):
+    train, test = data
+    g = fit_gaussian(_rows(train))
+    wh = Whitener(g)
+    y_maps, m2_maps = wh.with_m2(torch.from_numpy(test))
+    y, m2 = wh.whiten_rows(_rows(test), with_m2=True)
+    np.testing.assert_array_equal(y.float().numpy(), _rows(y_maps.numpy()))
+    np.testing.assert_array_equal(m2.float().numpy(), m2_maps.numpy().reshape(-1))
