@@ -4,7 +4,7 @@ import torch
 from scipy.spatial.distance import mahalanobis
 
 from mvgviz.gaussian import fit_gaussian
-from mvgviz.whitening import Whitener, m2_from_y, scale_stats
+from mvgviz.whitening import Whitener, m2_from_y, scale_stats, scale_stats_streamed
 
 
 @pytest.fixture
@@ -156,3 +156,109 @@ def test_whiten_rows_of_one_gaussian_equals_the_map_path(data):
     y, m2 = wh.whiten_rows(_rows(test), with_m2=True)
     np.testing.assert_array_equal(y.float().numpy(), _rows(y_maps.numpy()))
     np.testing.assert_array_equal(m2.float().numpy(), m2_maps.numpy().reshape(-1))
+
+
+def _split(kind, rng, dtype=np.float32):
+    """Y (N, C, h, w) and M2 of one kind of split."""
+    n, c, h, w = {"one image": (1, 5, 6, 7)}.get(kind, (9, 6, 5, 7))
+    y = rng.standard_normal((n, c, h, w)) * np.logspace(-3, 3, c)[:, None, None]
+    if kind == "ties":
+        y = np.round(y / np.logspace(-3, 3, c)[:, None, None] * 2) / 2  # few distinct values
+    if kind in ("constant", "one image"):
+        y[:, 1] = -2.5  # a constant component
+        y[:, 3] = 0.0  # a zero component (floored eigenvalue)
+    if kind == "heavy":
+        y = np.exp(rng.standard_normal((n, c, h, w)) * 4) * rng.choice([-1, 1], (n, c, h, w))
+    y = y.astype(dtype)
+    return y, m2_from_y(y)
+
+
+def _numpy_stats(y, m2):
+    y2 = y ** 2
+    return {"per_component_p99": [np.percentile(y2[:, c], 99) for c in range(y.shape[1])],
+            "cross_component_p99": np.percentile(y2, 99), "m2_p99": np.percentile(m2, 99),
+            "y_min": y.min((0, 2, 3)), "y_max": y.max((0, 2, 3)),
+            "y2_mean": y2.astype(np.float64).mean((0, 2, 3))}
+
+
+@pytest.mark.parametrize("budget", [None, 0, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["normal", "ties", "constant", "heavy", "one image"])
+def test_streamed_scale_stats_equal_numpy_for_any_chunking(kind, dtype, budget, monkeypatch, tmp_path):
+    """Exact for every field and every chunking; budget 0 forces histogram refinement down to single keys."""
+    import mvgviz.whitening as wmod
+    if budget is not None:
+        monkeypatch.setattr(wmod, "_COLLECT_BUDGET", budget)
+    rng = np.random.default_rng(len(kind))
+    y, m2 = _split(kind, rng, dtype)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "m2.npy", m2)
+    ym, mm = np.load(tmp_path / "y.npy", mmap_mode="r"), np.load(tmp_path / "m2.npy", mmap_mode="r")
+    ref = _numpy_stats(y, m2)
+    n = len(y)
+    for size in sorted({1, 2, 4, n}):
+        calls = []
+
+        def chunks():
+            calls.append(1)
+            return ((ym[i:i + size], mm[i:i + size]) for i in range(0, n, size))
+        s = scale_stats_streamed(chunks)
+        for field, want in ref.items():
+            np.testing.assert_allclose(getattr(s, field), want, rtol=1e-12, atol=0, err_msg=f"{field}, chunk {size}")
+        assert len(calls) <= (4 if dtype == np.float32 else 7)
+        if budget is None:
+            assert len(calls) <= 2
+    s1 = scale_stats(y, m2)  # the in-memory form
+    np.testing.assert_allclose(s1.per_component_p99, ref["per_component_p99"], rtol=1e-12, atol=0)
+    assert s1.cross_component_p99 == pytest.approx(float(ref["cross_component_p99"]), rel=1e-12, abs=0)
+
+
+def test_streamed_scale_stats_constant_and_zero_components_need_no_extra_pass():
+    y = np.zeros((3, 4, 5, 5), np.float32)
+    y[:, 1] = 3.0
+    calls = []
+
+    def chunks():
+        calls.append(1)
+        return ((y[i:i + 1], m2_from_y(y[i:i + 1])) for i in range(3))
+    s = scale_stats_streamed(chunks)
+    assert len(calls) == 1  # every target narrowed to one key in pass 1
+    np.testing.assert_array_equal(s.per_component_p99, [0, 9, 0, 0])
+    assert s.cross_component_p99 == 9.0 and s.m2_p99 == 9.0
+    np.testing.assert_array_equal(s.y2_mean, [0, 9, 0, 0])
+
+
+def test_streamed_scale_stats_large_split_equals_numpy():
+    """More values than the collection budget's chunks: the percentile path on millions of values."""
+    rng = np.random.default_rng(21)
+    y = rng.standard_normal((40, 6, 64, 64), dtype=np.float32) * np.float32(3)
+    y[:, 0] = np.round(y[:, 0])
+    m2 = m2_from_y(y)
+    s = scale_stats_streamed(lambda: ((y[i:i + 7], m2[i:i + 7]) for i in range(0, 40, 7)))
+    for field, want in _numpy_stats(y, m2).items():
+        np.testing.assert_allclose(getattr(s, field), want, rtol=1e-12, atol=0, err_msg=field)
+
+
+def test_streamed_scale_stats_bad_inputs():
+    y = np.zeros((2, 3, 4, 4), np.float32)
+    m2 = np.zeros((2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="at least one image"):
+        scale_stats_streamed(lambda: iter([]))
+    with pytest.raises(ValueError, match=r"m2 must be \(n, h, w\)"):
+        scale_stats_streamed(lambda: [(y, m2[:, :2])])
+    with pytest.raises(ValueError, match=r"y must be \(n, C, h, w\)"):
+        scale_stats_streamed(lambda: [(y[0], m2)])
+    with pytest.raises(ValueError, match="C=3"):
+        scale_stats_streamed(lambda: [(y, m2), (y[:, :2], m2)])
+    with pytest.raises(ValueError, match="dtypes of the first"):
+        scale_stats_streamed(lambda: [(y, m2), (y.astype(np.float64), m2)])
+    with pytest.raises(ValueError, match="float32 or float64, got int64"):
+        scale_stats_streamed(lambda: [(y.astype(np.int64), m2)])
+    bad = y.copy()
+    bad[1, 2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN"):
+        scale_stats(bad, m2)
+    badm = m2.copy()
+    badm[0, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="m2 contains NaN or inf"):
+        scale_stats(y, badm)
