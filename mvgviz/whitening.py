@@ -174,7 +174,7 @@ def scale_stats_streamed(chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndar
     ----------
     chunks
         Zero-argument callable returning a fresh iterable of ``(y (n, C, h, w), m2 (n, h, w))``
-        chunks, float32 or float64, finite; it is called one to four times (passes; up to 7 for float64).
+        chunks, float32 or float64, finite; it is called one to three times (passes; up to 6 for float64).
     q
         The percentile (99).
 
@@ -193,7 +193,8 @@ def scale_stats_streamed(chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndar
     component, M2 and all y2 together, a histogram of the keys' top 12 bits (one ``np.bincount``
     over ``component * 4096 + bin``). Each further pass either collects the values in the bin that
     holds a target order statistic, if few enough (4M values in all at most), or histograms that
-    bin's next 12 bits. A bin narrowed to one key, or a constant component, needs no pass. Usually two passes; at most 4 for float32 (7 for float64).
+    bin's next 12 bits. A bin narrowed to one key, or a constant component, needs no pass.
+    Usually two passes; at most 3 for float32 (6 for float64).
     Memory: one chunk, ``C * 4096`` counts and the collected values.
     """
     sel: dict[str, _RadixSelect] = {}

@@ -205,7 +205,7 @@ def test_streamed_scale_stats_equal_numpy_for_any_chunking(kind, dtype, budget, 
         s = scale_stats_streamed(chunks)
         for field, want in ref.items():
             np.testing.assert_allclose(getattr(s, field), want, rtol=1e-12, atol=0, err_msg=f"{field}, chunk {size}")
-        assert len(calls) <= (4 if dtype == np.float32 else 7)
+        assert len(calls) <= (3 if dtype == np.float32 else 6)
         if budget is None:
             assert len(calls) <= 2
     s1 = scale_stats(y, m2)  # the in-memory form
