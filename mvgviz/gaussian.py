@@ -1,7 +1,9 @@
-"""One multivariate Gaussian per layer, fitted by streaming float64 sums.
+"""Multivariate Gaussians fitted by streaming float64 sums, channels last.
 
-All positions of all training images are pooled (the paper's simplified PaDiM): the
-features ``(N, C, H, W)`` are seen as ``N*H*W`` samples of dimension ``C``.
+Samples are ``(..., M, C)`` (SciPy's convention): ``M`` samples of dimension ``C``; leading
+dimensions index independent Gaussians. The paper's simplified PaDiM fits one Gaussian per
+layer to all positions of all training images pooled: the features ``(N, C, H, W)`` become
+``N*H*W`` rows of ``C`` (:func:`maps_to_rows`). PaDiM proper fits one per position: ``(P, M, C)``.
 
 Regularisation (recorded in :class:`Gaussian` and in every cache key):
 
@@ -10,10 +12,10 @@ Regularisation (recorded in :class:`Gaussian` and in every cache key):
 - ``"ledoit-wolf"``: scikit-learn's ``ledoit_wolf`` estimate (its biased empirical
   covariance shrunk towards ``mu * I``), from a second streaming pass.
 
-Eigenvalue floor: the eigendecomposition ``S = V diag(w) V^T`` (``w`` ascending) has
+Eigenvalue floor, per Gaussian: the eigendecomposition ``S = V diag(w) V^T`` (``w`` ascending) has
 rounding noise of order ``C * eps64 * max(w)``; eigenvalues at or below
 ``floor = C * finfo(float64).eps * max(w)`` (numpy's ``matrix_rank`` tolerance) are set
-to 0. Dead ReLU channels, constant channels and ``C > N*H*W`` make such eigenvalues.
+to 0. Dead ReLU channels, constant channels and ``C > M`` make such eigenvalues.
 Whitening treats them as SciPy's ``Covariance`` does, as a pseudo-inverse: their
 components are identically 0 and contribute nothing to M2.
 """
@@ -61,43 +63,87 @@ def reg_tag(reg: str | None) -> str:
 
 @dataclass(frozen=True)
 class Gaussian:
-    """A fitted Gaussian with its eigendecomposition (NumPy, float64).
+    """Fitted Gaussians with their eigendecompositions (NumPy, float64).
 
-    mean: (C,); cov: (C, C) as regularised; eigvals: (C,) ascending, floored to 0 at or
-    below ``floor``; eigvecs: (C, C), column c is component c; n_samples: N*H*W.
+    A leading batch shape ``B`` (``()`` for one Gaussian) indexes independent Gaussians.
+
+    mean: (*B, C); cov: (*B, C, C) as regularised; eigvals: (*B, C) ascending, floored to 0
+    at or below ``floor``; eigvecs: (*B, C, C), column c is component c; floor: float, or
+    (*B) array when batched; n_samples: samples per Gaussian; shrinkage: Ledoit-Wolf's
+    coefficient (0 otherwise), float or (*B) array.
     """
 
     mean: np.ndarray
     cov: np.ndarray
     eigvals: np.ndarray
     eigvecs: np.ndarray
-    floor: float
+    floor: float | np.ndarray
     n_samples: int
     reg: str
-    shrinkage: float = 0.0
+    shrinkage: float | np.ndarray = 0.0
 
     @property
     def n_components(self) -> int:
-        return self.mean.shape[0]
+        return self.mean.shape[-1]
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.mean.shape[:-1]
+
+    def at(self, *index: int) -> "Gaussian":
+        """The single Gaussian at batch ``index`` (one integer per batch dimension)."""
+        if len(index) != len(self.batch_shape):
+            raise IndexError(f"index needs {len(self.batch_shape)} integers for batch shape "
+                             f"{self.batch_shape}, got {index}")
+        return Gaussian(mean=self.mean[index], cov=self.cov[index], eigvals=self.eigvals[index],
+                        eigvecs=self.eigvecs[index], floor=float(np.asarray(self.floor)[index]),
+                        n_samples=self.n_samples, reg=self.reg,
+                        shrinkage=float(np.asarray(self.shrinkage)[index]))
 
     def covariance(self):
-        """``scipy.stats.Covariance`` of the floored eigendecomposition."""
+        """``scipy.stats.Covariance`` of the floored eigendecomposition (one Gaussian only)."""
         from scipy.stats import Covariance
+        if self.batch_shape:
+            raise ValueError(f"covariance() needs one Gaussian, this one has batch shape {self.batch_shape}: "
+                             "use .at(i).covariance()")
         return Covariance.from_eigendecomposition((self.eigvals, self.eigvecs))
 
     def whitener(self) -> np.ndarray:
-        """(C, C) float64 ``W`` with ``whiten(x) = x @ W``, taken once from SciPy.
+        """(*B, C, C) float64 ``W`` with ``whiten(x) = x @ W``.
 
-        Equals ``V diag(w^-1/2)`` with zero columns where ``w == 0`` (PCA whitening).
+        ``V diag(w^-1/2)`` with zero columns where ``w == 0`` (PCA whitening, the pseudo-inverse
+        SciPy's ``Covariance`` uses). One Gaussian: taken from SciPy (``whiten(eye(C))``);
+        batched: the same formula, evaluated like SciPy does, per Gaussian.
         """
-        return self.covariance().whiten(np.eye(self.n_components))
+        if not self.batch_shape:
+            return self.covariance().whiten(np.eye(self.n_components))
+        w = self.eigvals
+        positive = w > 0
+        inv_sqrt = 1.0 / np.sqrt(np.where(positive, w, 1.0))
+        return self.eigvecs * np.where(positive, inv_sqrt, 0.0)[..., None, :]
+
+
+def maps_to_rows(feats):
+    """Feature maps (N, C, H, W) -> channels-last rows (N*H*W, C), as array or tensor like ``feats``.
+
+    A copy in general (the layout changes); dtype and device are kept. ``fit_gaussian`` and the
+    accumulator take rows, so a stream of maps becomes ``lambda: map(maps_to_rows, maps())``.
+    """
+    if feats.ndim != 4:
+        raise FitError(f"feats must be feature maps (N, C, H, W), got shape {tuple(feats.shape)}")
+    c = feats.shape[1]
+    if isinstance(feats, np.ndarray):
+        return feats.transpose(0, 2, 3, 1).reshape(-1, c)
+    return feats.permute(0, 2, 3, 1).reshape(-1, c)
 
 
 class GaussianAccumulator:
-    """Streaming sums for mean and covariance in float64 on ``device``.
+    """Streaming sums for means and covariances in float64 on ``device``.
 
-    Sums are taken around a shift ``K`` (the first batch's mean) so that
-    ``sum (x-K)(x-K)^T - n (mu-K)(mu-K)^T`` does not cancel catastrophically.
+    Takes chunks (*B, m, C), channels last: ``*B`` are independent Gaussians (fixed by the
+    first chunk), m samples of each. Sums are taken around a shift ``K`` (the first chunk's
+    mean per Gaussian) so that ``sum (x-K)(x-K)^T - n (mu-K)(mu-K)^T`` does not cancel
+    catastrophically.
     """
 
     def __init__(self, channels: int, device: torch.device | str = "cpu"):
@@ -105,108 +151,139 @@ class GaussianAccumulator:
         self.c = channels
         self.device = torch.device(device)
         self.n = 0
+        self.batch_shape: tuple[int, ...] | None = None
         self.shift: torch.Tensor | None = None
-        self.s1 = torch.zeros(channels, dtype=torch.float64, device=self.device)
-        self.s2 = torch.zeros(channels, channels, dtype=torch.float64, device=self.device)
+        self.s1: torch.Tensor | None = None  # (*B, C)
+        self.s2: torch.Tensor | None = None  # (*B, C, C)
 
-    def update(self, feats: torch.Tensor) -> None:
-        """feats: (N, C, H, W) or (M, C)."""
+    def update(self, x: torch.Tensor | np.ndarray) -> None:
+        """x: (*B, m, C) samples, any float dtype; summed in float64."""
         import torch
-        x = _as_rows(feats, self.c).to(self.device, torch.float64)  # (M, C)
+        x = _as_samples(x, self.c, self.batch_shape).to(self.device, torch.float64)
+        if x.shape[-2] == 0:
+            return
         if not torch.isfinite(x).all():
             raise FitError("features contain NaN or inf: check the input images and the backbone weights")
         if self.shift is None:
-            self.shift = x.mean(0)
-        x = x - self.shift
-        self.n += x.shape[0]
-        self.s1 += x.sum(0)
-        self.s2 += x.T @ x
+            self.batch_shape = tuple(x.shape[:-2])
+            self.shift = x.mean(-2)
+            self.s1 = torch.zeros_like(self.shift)
+            self.s2 = torch.zeros(*self.batch_shape, self.c, self.c, dtype=torch.float64, device=self.device)
+        x = x - self.shift.unsqueeze(-2)
+        self.n += x.shape[-2]
+        self.s1 += x.sum(-2)
+        self.s2 += x.mT @ x
 
     def mean(self) -> torch.Tensor:
+        """(*B, C) float64."""
         return self.shift + self.s1 / self.n
 
     def scatter(self) -> torch.Tensor:
-        """sum (x - mu)(x - mu)^T, (C, C) float64."""
-        import torch
+        """sum (x - mu)(x - mu)^T, (*B, C, C) float64."""
         d = self.s1 / self.n
-        return self.s2 - self.n * torch.outer(d, d)
+        return self.s2 - self.n * (d.unsqueeze(-1) * d.unsqueeze(-2))
 
 
-def _as_rows(feats: torch.Tensor, channels: int) -> torch.Tensor:
-    if feats.ndim == 4:
-        if feats.shape[1] != channels:
-            raise FitError(f"features have {feats.shape[1]} channels, expected {channels}")
-        return feats.permute(0, 2, 3, 1).reshape(-1, channels)  # (N*H*W, C)
-    if feats.ndim == 2 and feats.shape[1] == channels:
-        return feats
-    raise FitError(f"features must be (N, C, H, W) or (M, C) with C={channels}, got {tuple(feats.shape)}")
+def _as_samples(x, channels: int, batch_shape: tuple[int, ...] | None) -> torch.Tensor:
+    """(*B, m, C) as a tensor; checks C and, after the first chunk, B."""
+    import torch
+    x = torch.as_tensor(x)
+    if x.ndim < 2 or x.shape[-1] != channels:
+        raise FitError(f"samples must be (..., M, C) with C={channels} channels last, got shape {tuple(x.shape)}"
+                       " (feature maps (N, C, H, W) go through maps_to_rows)")
+    if not x.is_floating_point():
+        x = x.double()
+    if batch_shape is not None and tuple(x.shape[:-2]) != batch_shape:
+        raise FitError(f"every chunk must have the batch shape {batch_shape} of the first, got shape {tuple(x.shape)}")
+    return x
 
 
-def fit_gaussian(batches: Callable[[], Iterable[torch.Tensor]] | torch.Tensor | np.ndarray, *,
+def fit_gaussian(x: Callable[[], Iterable[torch.Tensor | np.ndarray]] | torch.Tensor | np.ndarray, *,
                  reg: str | None = "none", device: torch.device | str | None = None) -> Gaussian:
-    """Fit one Gaussian to all feature vectors, streaming.
+    """Fit Gaussians to channels-last samples, streaming float64 sums.
 
     Parameters
     ----------
-    batches
-        Either a tensor/array (N, C, H, W) or (M, C), or a callable returning a fresh
-        iterable of (N_i, C, H, W) tensors each time it is called (Ledoit-Wolf makes a
-        second pass).
+    x
+        Samples (*B, M, C), array or tensor, channels last (SciPy's convention); or a
+        zero-argument callable returning a fresh iterable of chunks (*B, m_i, C), the same
+        ``*B`` in every chunk (Ledoit-Wolf calls it twice). ``*B`` are independent Gaussians,
+        e.g. (P, M, C) fits one Gaussian per position as PaDiM does; (M, C) fits one. Feature
+        maps (N, C, H, W) pooled over positions: ``lambda: map(maps_to_rows, maps())``.
     reg
-        ``"none"``, ``"ridge:EPS"`` or ``"ledoit-wolf"``.
+        ``"none"``, ``"ridge:EPS"`` or ``"ledoit-wolf"`` (sklearn's ``ledoit_wolf``, per Gaussian).
     device
-        Where the float64 sums live; default: the first batch's device.
+        Where the float64 sums live; default: the first chunk's device.
+
+    Returns
+    -------
+    Gaussian
+        Batch shape ``*B``; ``n_samples`` is the number of samples of each Gaussian.
     """
     import torch
     kind, eps = parse_reg(reg)
-    if isinstance(batches, (np.ndarray, torch.Tensor)):
-        t = torch.as_tensor(batches)
-        batches_fn = lambda: [t]  # noqa: E731
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        whole = x
+        chunks_fn = lambda: (whole,)  # noqa: E731
+    elif callable(x):
+        chunks_fn = x
     else:
-        batches_fn = batches
+        raise FitError(f"x must be an array, a tensor or a callable returning chunks, got {type(x).__name__}")
     acc: GaussianAccumulator | None = None
-    for b in batches_fn():
+    for b in chunks_fn():
         b = torch.as_tensor(b)
         if acc is None:
-            acc = GaussianAccumulator(b.shape[1], device or b.device)
+            if b.ndim < 2:
+                raise FitError(f"samples must be (..., M, C), got shape {tuple(b.shape)}")
+            acc = GaussianAccumulator(b.shape[-1], device or b.device)
         acc.update(b)
     if acc is None or acc.n < 2:
-        raise FitError(f"need at least 2 feature vectors to fit a covariance, got {0 if acc is None else acc.n}")
+        raise FitError(f"need at least 2 samples per Gaussian to fit a covariance, got {0 if acc is None else acc.n}")
     mu = acc.mean()
     scatter = acc.scatter()
     c = acc.c
-    shrinkage = 0.0
+    eye = torch.eye(c, dtype=torch.float64, device=acc.device)
+    shrinkage = torch.zeros(acc.batch_shape, dtype=torch.float64)
     if kind == "ledoit-wolf":
-        cov, shrinkage = _ledoit_wolf(batches_fn, mu, scatter, acc.n, acc.device)
+        cov, shrinkage = _ledoit_wolf(chunks_fn, acc, mu, scatter)
     else:
         cov = scatter / (acc.n - 1)
         if kind == "ridge":
-            cov = cov + eps * torch.eye(c, dtype=torch.float64, device=acc.device)
-    cov = 0.5 * (cov + cov.T)
-    w, v = torch.linalg.eigh(cov)  # ascending
-    floor = float(c * np.finfo(np.float64).eps * max(float(w.max()), 0.0))
-    w = torch.where(w > floor, w, torch.zeros_like(w))
+            cov = cov + eps * eye
+    cov = 0.5 * (cov + cov.mT)
+    w, v = torch.linalg.eigh(cov)  # ascending, per Gaussian
+    floor = c * np.finfo(np.float64).eps * w.amax(-1).clamp(min=0.0)  # (*B)
+    w = torch.where(w > floor.unsqueeze(-1), w, torch.zeros_like(w))
+    batched = bool(acc.batch_shape)
+
+    def out(t):
+        a = t.cpu().numpy()
+        return a if batched else float(a)
     return Gaussian(mean=mu.cpu().numpy(), cov=cov.cpu().numpy(), eigvals=w.cpu().numpy(),
-                    eigvecs=v.cpu().numpy(), floor=floor, n_samples=acc.n, reg=reg_tag(reg),
-                    shrinkage=float(shrinkage))
+                    eigvecs=v.cpu().numpy(), floor=out(floor), n_samples=acc.n, reg=reg_tag(reg),
+                    shrinkage=out(shrinkage))
 
 
-def _ledoit_wolf(batches_fn, mu: torch.Tensor, scatter: torch.Tensor, n: int,
-                 device: torch.device) -> tuple[torch.Tensor, float]:
-    """sklearn.covariance.ledoit_wolf from streaming sums plus one pass for sum ||x-mu||^4."""
+def _ledoit_wolf(chunks_fn, acc: GaussianAccumulator, mu: torch.Tensor,
+                 scatter: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn.covariance.ledoit_wolf per Gaussian, from the streamed sums plus one pass for
+    ``sum_i ||x_i - mu||^4``. Returns cov (*B, C, C) and shrinkage (*B)."""
     import torch
-    c = mu.shape[0]
-    beta_ = torch.zeros((), dtype=torch.float64, device=device)
-    for b in batches_fn():
-        x = _as_rows(torch.as_tensor(b), c).to(device, torch.float64) - mu
-        beta_ += (x.pow(2).sum(1) ** 2).sum()  # sum_i ||x_i||^4 = sum of <X2^T, X2>
+    n, c = acc.n, acc.c
+    beta_ = torch.zeros(acc.batch_shape, dtype=torch.float64, device=acc.device)
+    for b in chunks_fn():
+        x = _as_samples(b, c, acc.batch_shape).to(acc.device, torch.float64) - mu.unsqueeze(-2)
+        beta_ += x.square().sum(-1).square().sum(-1)  # sum_i ||x_i||^4 = sum of <X2^T, X2>
     emp = scatter / n  # biased, as sklearn
-    tr = torch.trace(emp)
+    tr = torch.diagonal(emp, dim1=-2, dim2=-1).sum(-1)  # (*B)
     m = tr / c
-    delta_ = (emp ** 2).sum()
+    if c == 1:  # sklearn: one feature, no shrinkage
+        return emp, torch.zeros_like(tr).cpu()
+    delta_ = emp.square().sum((-2, -1))
     beta = (beta_ / n - delta_) / (c * n)
     delta = (delta_ - 2.0 * m * tr + c * m ** 2) / c
     beta = torch.minimum(beta, delta)
-    s = 0.0 if float(beta) == 0 else float(beta / delta)
-    cov = (1.0 - s) * emp + s * m * torch.eye(c, dtype=torch.float64, device=device)
-    return cov, s
+    s = torch.where(beta == 0, torch.zeros_like(beta), beta / torch.where(delta == 0, 1.0, delta))
+    eye = torch.eye(c, dtype=torch.float64, device=acc.device)
+    cov = (1.0 - s)[..., None, None] * emp + (s * m)[..., None, None] * eye
+    return cov, s.cpu()
