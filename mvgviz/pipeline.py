@@ -366,7 +366,8 @@ def _scale_stats(y, m2, batch_size: int):
     """Colour-scale statistics streamed over the written Y and M2 (readers)."""
     from . import whitening
     streamed = getattr(whitening, "scale_stats_streamed", None)
-    chunks = lambda: zip(y.chunks(batch_size), m2.chunks(batch_size))  # noqa: E731
+    chunks = lambda: ((a.astype(np.float32, copy=False), b)  # noqa: E731  (float16 storage: squares in float32)
+                      for a, b in zip(y.chunks(batch_size), m2.chunks(batch_size)))
     if streamed is not None:
         return streamed(chunks)
     ys, ms = zip(*chunks())  # until the streamed statistics land: one concatenation

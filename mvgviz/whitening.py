@@ -16,7 +16,6 @@ Colour-scale statistics (:class:`ScaleStats`) stream over image chunks
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -125,33 +124,6 @@ class ScaleStats:
                    cross_component_p99=float(d["cross_component_p99"]), m2_p99=float(d["m2_p99"]),
                    y_min=np.asarray(d["y_min"]), y_max=np.asarray(d["y_max"]),
                    y2_mean=np.asarray(d["y2_mean"]))
-
-
-def percentile(values: np.ndarray, q: float = PERCENTILE) -> float:
-    """``np.percentile(values, q)`` (linear interpolation) of a 1-D array, without partitioning all of it.
-
-    The result depends only on the two order statistics around the virtual index
-    ``q/100 * (n-1)``, which lie among the top ``m = n - floor(index)`` values. A threshold taken
-    from a strided sample at about twice that tail selects a superset of those values (checked
-    by counting; otherwise the full ``np.percentile`` runs), and the percentile of the selection
-    at the matching index is the answer: equal to NumPy's up to ~1e-12 relative (the index is
-    recomputed in float64). About 10x faster than ``np.percentile`` on millions of values.
-    """
-    v = np.asarray(values).reshape(-1)
-    n = v.size
-    if n < (1 << 16) or not 0.0 < q < 100.0:
-        return float(np.percentile(v, q))
-    virtual = q / 100.0 * (n - 1)
-    lo = math.floor(virtual)
-    m = n - lo  # ascending positions lo..n-1: the top m values hold both order statistics
-    sample = v[::max(1, n >> 14)]
-    k = min(sample.size - 1, max(0, math.floor(sample.size * (1.0 - 2.0 * m / n)) - 1))
-    threshold = np.partition(sample, k)[k]
-    sel = v[v >= threshold]
-    if sel.size < m or sel.size < 2:  # the sample missed (practically never): exact the slow way
-        return float(np.percentile(v, q))
-    index = (sel.size - m) + (virtual - lo)  # the same order statistics, counted within sel
-    return float(np.percentile(sel, min(100.0, 100.0 * index / (sel.size - 1))))
 
 
 def scale_stats(y: np.ndarray, m2: np.ndarray) -> ScaleStats:

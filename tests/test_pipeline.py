@@ -180,7 +180,9 @@ def test_float16_storage_is_a_separate_entry_close_to_float32(tiny, tmp_path):
     full = model.layer("_blocks[10]")
     lm = half.layer("_blocks[10]")
     assert half.storage == "float16" and half.report()["storage"] == "float16"
-    assert lm.entry.array("components_test").dtype == np.float16
+    from mvgviz.results import Names
+    assert lm.entry.array(Names.components("test")).dtype == np.float16  # stored in half precision
+    assert lm.y("test").dtype == np.float32  # read as float32
     # features rounded to 11 bits move the fitted Gaussian a little (most in its smallest-variance
     # components), so Y agrees closely overall but not to float16 precision everywhere
     assert np.corrcoef(lm.y("test").ravel(), full.y("test").ravel())[0, 1] > 0.999

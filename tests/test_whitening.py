@@ -104,20 +104,6 @@ def test_with_m2_equals_the_sum_of_squares_of_y():
     np.testing.assert_allclose(m2.numpy(), m2_from_y(y.numpy()), rtol=1e-5)
 
 
-@pytest.mark.parametrize("n", [10, 65535, 65536, 100_003, 1_000_000])
-@pytest.mark.parametrize("kind", ["chi2", "ties", "constant", "sorted", "heavy"])
-def test_percentile_equals_numpy(n, kind):
-    from mvgviz.whitening import percentile
-    rng = np.random.default_rng(n)
-    v = {"chi2": lambda: rng.standard_normal(n) ** 2,
-         "ties": lambda: rng.integers(0, 7, n).astype(float),
-         "constant": lambda: np.full(n, 3.0),
-         "sorted": lambda: np.sort(rng.standard_normal(n) ** 2),
-         "heavy": lambda: np.exp(rng.standard_normal(n) * 4)}[kind]().astype(np.float32)
-    for q in (99.0, 50.0, 0.5, 99.99):
-        assert percentile(v, q) == pytest.approx(float(np.percentile(v, q)), rel=1e-12, abs=0)
-
-
 def test_whiten_rows_batched_equals_scipy_per_gaussian():
     from scipy.stats import Covariance
     rng = np.random.default_rng(8)

@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from ..progress import Progress
 
 
-def maps_to_rows(feats: "torch.Tensor") -> "torch.Tensor":
-    """(n, C, h, w) feature maps -> (n*h*w, C) rows, all positions pooled."""
-    n, c, h, w = feats.shape
-    return feats.permute(0, 2, 3, 1).reshape(n * h * w, c)  # (n*h*w, C)
-
-
 @dataclass(frozen=True)
 class MVG:
     """One Gaussian on one layer's pooled feature vectors.
@@ -62,7 +56,7 @@ class MVG:
 
     def fit(self, features: FeatureSource, *, device, batch_size: int = 16,
             progress: "Progress | None" = None) -> State:
-        from ..gaussian import fit_gaussian
+        from ..gaussian import fit_gaussian, maps_to_rows
 
         def batches():  # a fresh pass each call (Ledoit-Wolf makes two)
             for b in features.batches("train", self.layers, batch_size=batch_size, device=device):
