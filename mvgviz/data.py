@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from .conventions import check_split
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,9 +87,7 @@ class Category:
     fingerprint: str = field(repr=False)
 
     def split(self, name: str) -> Split:
-        if name not in ("train", "test"):
-            raise DataError(f"`split` must be 'train' or 'test', got {name!r}")
-        return self.train if name == "train" else self.test
+        return self.train if check_split(name) == "train" else self.test
 
 
 def list_categories(root: str | os.PathLike) -> list[str]:

@@ -61,3 +61,11 @@ def test_label_rule():
     assert labels.tolist() == [0, 1, 0, 1, 1]  # only the exact folder name "good" is normal
     assert [is_defect(t) for t in types] == [bool(v) for v in labels]
     assert image_labels([]).shape == (0,)
+
+
+def test_category_split_uses_check_split(tiny_root):
+    from mvgviz.data import load_category
+    cat = load_category(tiny_root, "widget")
+    assert cat.split("train") is cat.train and cat.split("test") is cat.test
+    with pytest.raises(ParamError, match=r"^`split` must be 'train' or 'test', got 'val'$"):
+        cat.split("val")
