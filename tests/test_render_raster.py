@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mvgviz.render import GridSpec, colormap_lut, colour_index, encode_raster, grid_data, panel_rgb, raster_layout, render_raster
+from mvgviz.render import (GridSpec, colormap_lut, colour_index, encode_raster, grid_data, panel_rgb, raster_layout,
+                           render_raster)
 
 from render_helpers import small_spec
 
