@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..conventions import ParamError, as_param_error, check_scale, check_split
+from ..conventions import GOOD, ParamError, as_param_error, check_scale, check_split, is_defect
 
 if TYPE_CHECKING:
     from ..pipeline import LayerModel, Model
@@ -264,7 +264,7 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
     images = np.array(model.data.images(split)[imgs])                      # (n, S, S, 3) copy
     masks = np.array(model.data.masks(split)[imgs]) if split == "test" else None
     types = model.data.defect_types(split)
-    defects = tuple(str(types[i]) if split == "test" else "good" for i in imgs)
+    defects = tuple(str(types[i]) if split == "test" else GOOD for i in imgs)
 
     auroc = lm.component_auroc
     col = [f"c {c} (AUROC {auroc[c]:.3f})" for c in comps] + (["M2"] if spec.show_m2 else [])
@@ -302,5 +302,5 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
 
 def outline_visible(data: GridData, row: int) -> bool:
     """Whether row ``row`` gets a ground-truth contour (test split, defect image, outline on)."""
-    return bool(data.spec.outline and data.masks is not None and data.defects[row] != "good"
+    return bool(data.spec.outline and data.masks is not None and is_defect(data.defects[row])
                 and data.masks[row].any())
