@@ -7,8 +7,8 @@
 Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
 AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
 (one pixel's M2 split into components). The script only wires widgets to library calls:
-fitting runs in background jobs (:mod:`mvgviz.jobs`), figures come from
-:mod:`mvgviz.render` and :mod:`mvgviz.inspect`.
+fitting runs in background jobs, tables and messages come from :mod:`mvgviz.viewer`,
+figures from :mod:`mvgviz.render` and :mod:`mvgviz.inspect`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from pathlib import Path
 import streamlit as st
 
 from mvgviz import __version__
-from mvgviz import jobs as J
+from mvgviz import viewer as V
 from mvgviz.backbones import BACKBONES
+from mvgviz.conventions import ANY_DEFECT, DEFAULT_BACKBONE, SCALES, SPLITS
 from mvgviz.inspect import (argmax_pixel, component_chart, decompose_pixel, decomposition_figure, m2_figure,
                             pixel_from_selection)
-from mvgviz.render import (ANY_DEFECT, SCALES, GridSpec, encode_raster, grid_data, parse_components, parse_images,
-                           render_raster)
+from mvgviz.render import GridSpec, encode_raster, grid_data, render_raster
+from mvgviz.selection import parse_components
 
 APP_DIR = Path(__file__).resolve().parent
 PAGES = ("Overview", "Components", "Grid", "Inspect")
-SPLITS = ("test", "train")
 OTHER = "other folder ..."
 POLL_S = 1.0
 
@@ -38,18 +38,23 @@ st.set_page_config(page_title="mvgviz", page_icon=":material/grid_view:", layout
 
 
 @st.cache_resource
-def registry() -> J.Jobs:
+def registry() -> V.Jobs:
     """Background jobs and the fitted models, shared by every session of this server."""
-    return J.Jobs(slots=1)
+    return V.Jobs(slots=1)
 
 
-def config() -> J.AppConfig:
-    return J.parse_app_args(sys.argv[1:], app_dir=APP_DIR)
+def config() -> V.AppConfig:
+    return V.parse_app_args(sys.argv[1:], app_dir=APP_DIR)
 
 
 def md(text) -> str:
     """Engine messages shown literally (paths with _, globs with *, layer names with [ ])."""
-    return J.escape_markdown(str(text))
+    return V.escape_markdown(str(text))
+
+
+def md_error(e: BaseException) -> str:
+    """An error as the page says it: naming the control, shown literally."""
+    return md(V.error_message(e))
 
 
 def init_state(**defaults) -> None:
@@ -70,8 +75,7 @@ def job_progress(job_key: tuple, title: str, *, bar: bool = True) -> None:
     s = job.status() if job is not None else None
     if s is None or not s.active:
         st.rerun()
-    what = "waiting for another fit to finish" if s.state == J.QUEUED else (s.step or "starting")
-    text = f"{title}: {what} ({s.fraction:.0%}, {s.elapsed:.0f} s)" if bar else f"{title} ({s.elapsed:.0f} s)"
+    text = V.progress_text(s, title, bar=bar)
     if bar:
         st.progress(min(s.fraction, 1.0), text=text)
     else:
@@ -82,7 +86,7 @@ def job_progress(job_key: tuple, title: str, *, bar: bool = True) -> None:
 # Sidebar: data root, category, backbone, model status
 # ---------------------------------------------------------------------------------------
 
-def choose_root(cfg: J.AppConfig) -> tuple[Path | None, bool]:
+def choose_root(cfg: V.AppConfig) -> tuple[Path | None, bool]:
     """The data root chosen in the sidebar, resolved; (None, _) after an error.
     The flag says whether it is a configured root (where demo data may be written)."""
     options = [str(r) for r in cfg.roots] + [OTHER]
@@ -97,8 +101,8 @@ def choose_root(cfg: J.AppConfig) -> tuple[Path | None, bool]:
                 + ", ".join(f"`{a}`" for a in cfg.allowed) + ").")
         return None, False
     try:
-        return J.resolve_inside(typed, cfg.allowed), False
-    except J.PathNotAllowed as e:
+        return V.resolve_inside(typed, cfg.allowed), False
+    except V.PathNotAllowed as e:
         st.sidebar.error("Refused: outside the allowed roots")
         st.error(md(str(e)))
         return None, False
@@ -106,13 +110,13 @@ def choose_root(cfg: J.AppConfig) -> tuple[Path | None, bool]:
 
 def demo_panel(root: Path) -> None:
     jobs = registry()
-    job = J.demo_job(jobs, root)
+    job = V.demo_job(jobs, root)
     s = job.status()
     st.title("mvgviz")
-    if s.state == J.FAILED:
+    if s.state == V.FAILED:
         st.error(f"Writing the demo data set into `{root}` failed: {md(s.error)}")
         if st.button("Retry"):
-            J.demo_job(jobs, root)
+            V.demo_job(jobs, root)
             st.rerun()
         return
     st.info(f"First start: writing the generated demo data set (MVTec AD layout) into `{root}`. "
@@ -120,47 +124,47 @@ def demo_panel(root: Path) -> None:
     job_progress(job.key, "Demo data")
 
 
-def model_status(cfg: J.AppConfig, key: J.ModelKey, is_default: bool):
+def model_status(cfg: V.AppConfig, key: V.ModelKey, is_default: bool):
     """Show the model's state (sidebar + page) and return the Model when it is ready."""
     jobs = registry()
     job = jobs.get(key.job_key())
     if job is None:
-        probe = J.probe_model(jobs, key)
+        probe = V.probe_model(jobs, key)
         if probe.state == "cached":
             job = jobs.get(key.job_key())
         elif probe.state == "busy":
             st.sidebar.info("Model: looking it up ...")
             st.info(f"Looking up {key.label} in the cache ... (the first look-up of a fresh server loads "
                     "PyTorch; if another process is fitting this model, this waits until it is done)")
-            job_progress(J.probe_key(key), "Looking up", bar=False)
+            job_progress(V.probe_key(key), "Looking up", bar=False)
             return None
         elif probe.state == "error":
             st.sidebar.error("Model: cannot be fitted")
             st.error(f"{key.label} cannot be fitted: {md(probe.error)}")
             return None
         elif cfg.autofit and is_default:
-            job = J.model_job(jobs, key, allowed=cfg.allowed)
+            job = V.model_job(jobs, key, allowed=cfg.allowed)
         else:
             st.sidebar.warning("Model: not fitted yet")
             st.subheader(f"{key.label} is not fitted yet")
-            for note in J.cache_notes(jobs.store(key.cache), key.root, key.category, key.backbone):
+            for note in V.cache_notes(jobs.store(key.cache), key.root, key.category, key.backbone):
                 st.warning(md(note))
             st.write(f"Fitting reads the category's images once, runs {key.backbone} and fits one "
                      "Gaussian per layer; the results go into the cache. The page stays usable meanwhile.")
             if st.button(f"Fit {key.label}", type="primary", key="fit_button"):
-                J.model_job(jobs, key, allowed=cfg.allowed)
+                V.model_job(jobs, key, allowed=cfg.allowed)
                 st.rerun()
             return None
     s = job.status()
-    if s.state == J.DONE:
+    if s.state == V.DONE:
         model = job.result
         st.sidebar.success(f"Model: {len(model.layers)} layers fitted")
         return model
-    if s.state == J.FAILED:
+    if s.state == V.FAILED:
         st.sidebar.error("Model: fit failed")
         st.error(f"Fitting {key.label} failed: {md(s.error)}")
         if st.button("Retry the fit", key="retry_button"):
-            J.model_job(jobs, key, allowed=cfg.allowed)
+            V.model_job(jobs, key, allowed=cfg.allowed)
             st.rerun()
         return None
     st.sidebar.info(f"Model: {s.state} ...")
@@ -172,18 +176,13 @@ def model_status(cfg: J.AppConfig, key: J.ModelKey, is_default: bool):
 
 
 def jobs_box() -> None:
-    statuses = [s for s in registry().statuses() if s.key and s.key[0] in ("fit", "demo")]
+    statuses = V.listed_jobs(registry().statuses())
     active = [s for s in statuses if s.active]
     with st.sidebar.expander(f"Background jobs ({len(active)} active)", expanded=False):
         if not statuses:
             st.caption("none")
         for s in statuses:
-            line = f"**{s.label}**: {s.state}"
-            if s.active:
-                line += f" {s.fraction:.0%}"
-            if s.error:
-                line += f" ({s.error[:80]})"
-            st.markdown(line)
+            st.markdown(V.job_line(s))
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,14 +191,8 @@ def jobs_box() -> None:
 
 def page_overview(model, layer) -> None:
     st.header(f"Overview: {model.category} / {model.backbone}")
-    d = model.data
-    types = d.defect_types("test")
-    kinds = sorted(set(types))
-    st.caption(f"weights {model.weights} | covariance regulariser {model.reg} | input "
-               f"{model.image_size}x{model.image_size} | {len(d.files('train'))} train images | "
-               f"{len(types)} test images ({', '.join(f'{t} {types.count(t)}' for t in kinds)}) | "
-               f"data `{model.root}`")
-    st.dataframe(J.overview_table(model), hide_index=True, width="stretch",
+    st.caption(V.data_caption(model))
+    st.dataframe(V.overview_table(model), hide_index=True, width="stretch",
                  column_config={**{k: st.column_config.NumberColumn(format="%.3f")
                                    for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")},
                                 **{k: st.column_config.NumberColumn(format="%.1f")
@@ -207,7 +200,7 @@ def page_overview(model, layer) -> None:
     st.caption("Metrics on the test split. AUPR = average precision; AUPRO integrated up to FPR 0.3. "
                "On train data every whitened component is standard normal, so 99.7 % of y2 values lie in "
                "[0, 9] if the features were Gaussian: the last columns show how far the test values go.")
-    for note in J.overview_notes(model):
+    for note in V.overview_notes(model):
         st.markdown(f"- {note}")
 
 
@@ -232,10 +225,10 @@ def page_components(model, layer) -> None:
             sel = parse_components(text, layer)
             st.success(f"Grid components: `{text}` = " + ", ".join(f"c {i}" for i in sel))
         except ValueError as e:
-            st.error(f"Grid components `{text}`: {md(e)}")
+            st.error(f"Grid components `{text}`: {md_error(e)}")
         st.plotly_chart(component_chart(layer), key="comp_chart")
     with left:
-        event = st.dataframe(J.component_table(layer), hide_index=True, width="stretch", height=560,
+        event = st.dataframe(V.component_table(layer), hide_index=True, width="stretch", height=560,
                              key="comp_table", on_select="rerun", selection_mode="multi-row",
                              column_config={"AUROC": st.column_config.NumberColumn(format="%.4f"),
                                             **{k: st.column_config.NumberColumn(format="%.2f") for k in
@@ -247,11 +240,9 @@ def page_components(model, layer) -> None:
 
 
 def send_components(layer_name: str) -> None:
-    mode = st.session_state.get("comp_mode", "best k")
-    if mode == "indices":
-        st.session_state["grid_components"] = st.session_state.get("comp_indices", "0")
-    else:
-        st.session_state["grid_components"] = f"{mode.split()[0]}:{int(st.session_state.get('comp_k', 4))}"
+    st.session_state["grid_components"] = V.component_box_text(
+        st.session_state.get("comp_mode", "best k"), st.session_state.get("comp_k", 4),
+        st.session_state.get("comp_indices", "0"))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -267,9 +258,7 @@ def grid_view(job_key: tuple, spec_json: str) -> dict:
 
 def grid_spec(model, layer, split: str) -> GridSpec | None:
     """The grid's controls; returns the spec, or None after showing an error."""
-    n = len(model.data.files(split))
-    types = model.data.defect_types(split)
-    choices = J.image_choices(types)
+    choices = V.image_choices(model.data.defect_types(split))
     c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
     filt = c1.selectbox("Images of type", choices, index=choices.index(ANY_DEFECT) if ANY_DEFECT in choices else 0,
                         key=f"grid_filter_{split}", persist_state="session")
@@ -287,20 +276,15 @@ def grid_spec(model, layer, split: str) -> GridSpec | None:
     alpha = c9.slider("Heatmap alpha", 0.0, 1.0, step=0.05, key="grid_alpha", persist_state="session",
                       disabled=not show_image)
     try:
-        defect = None if filt == "all images" else filt
-        images = parse_images(images_text, n, defect_types=types, defect=defect, seed=int(seed))
-        if len(images) > 16:
-            st.warning(f"{len(images)} images selected: showing the first 16.")
-            images = images[:16]
-        comps = parse_components(comps_text, layer)
-        if len(comps) > 16:
-            st.warning(f"{len(comps)} components selected: showing the first 16.")
-            comps = comps[:16]
-        return GridSpec(layer=layer.name, split=split, images=images, components=comps, scale=scale,
-                        show_m2=show_m2, show_image=show_image, outline=outline, alpha=float(alpha))
+        spec, notes = V.grid_spec_from_controls(model, layer, split, image_filter=filt, images=images_text,
+                                                seed=seed, components=comps_text, scale=scale, show_m2=show_m2,
+                                                show_image=show_image, outline=outline, alpha=alpha)
     except ValueError as e:
-        st.error(md(str(e)))
+        st.error(md_error(e))
         return None
+    for note in notes:
+        st.warning(note)
+    return spec
 
 
 def page_grid(model, layer, split: str, job_key: tuple) -> None:
@@ -311,7 +295,7 @@ def page_grid(model, layer, split: str, job_key: tuple) -> None:
     try:
         view = grid_view(job_key, json.dumps(spec.to_dict(), sort_keys=True))
     except (ValueError, KeyError, OSError) as e:
-        st.error(f"Cannot draw this grid: {md(J.error_message(e))}")
+        st.error(f"Cannot draw this grid: {md_error(e)}")
         return
     # JPEG bytes at the raster's own width: Streamlit passes them through untouched (the page
     # scales the picture to the column; full size in its full-screen view).
@@ -324,19 +308,19 @@ def page_grid(model, layer, split: str, job_key: tuple) -> None:
     st.subheader("Export")
     st.caption("Publication figure (matplotlib) of the grid above, and its JSON manifest "
                "(`mvgviz` can redraw the figure from it).")
-    stem = J.export_name(model, spec)
+    stem = V.export_name(model, spec)
     cols = st.columns(4)
-    for col, fmt in zip(cols, J.EXPORT_FORMATS):
+    for col, fmt in zip(cols, V.EXPORT_FORMATS):
         col.download_button(f"Download {fmt.upper()}", data=_export_callable(model, spec, fmt),
-                            file_name=f"{stem}.{fmt}", mime=J.MIME[fmt], on_click="ignore",
+                            file_name=f"{stem}.{fmt}", mime=V.MIME[fmt], on_click="ignore",
                             key=f"export_{fmt}", icon=":material/download:")
-    cols[3].download_button("Download manifest (JSON)", data=lambda: J.grid_manifest_bytes(model, spec),
-                            file_name=f"{stem}.json", mime=J.MIME["json"], on_click="ignore",
+    cols[3].download_button("Download manifest (JSON)", data=lambda: V.grid_manifest_bytes(model, spec),
+                            file_name=f"{stem}.json", mime=V.MIME["json"], on_click="ignore",
                             key="export_json", icon=":material/data_object:")
 
 
 def _export_callable(model, spec, fmt):
-    return lambda: J.grid_file_bytes(model, spec, fmt)
+    return lambda: V.grid_file_bytes(model, spec, fmt)
 
 
 def page_inspect(model, layer, split: str) -> None:
@@ -345,7 +329,7 @@ def page_inspect(model, layer, split: str) -> None:
     n = len(types)
     image = st.selectbox("Image", list(range(n)), format_func=lambda i: f"{i} | {types[i]}",
                          key=f"insp_image_{split}", persist_state="session",
-                         index=next((i for i, t in enumerate(types) if t != "good"), 0))
+                         index=V.first_defect_image(types))
     s = model.image_size
     where = (layer.name, split, int(image))
     if st.session_state.get("insp_where") != where:      # a new image: start at its M2 maximum
@@ -374,14 +358,14 @@ def page_inspect(model, layer, split: str) -> None:
         m3.metric("Feature cell", f"{decomp.feature_cell[0]}, {decomp.feature_cell[1]}",
                   help=f"{decomp.feature_size[0]}x{decomp.feature_size[1]} map: one cell = "
                        f"{decomp.stride}x{decomp.stride} input pixels")
-        st.dataframe(J.decomposition_table(decomp, layer), hide_index=True, width="stretch",
+        st.dataframe(V.decomposition_table(decomp, layer), hide_index=True, width="stretch",
                      key="insp_table")
         try:
             current = parse_components(st.session_state.get("grid_components", ""), layer)
         except ValueError:
             current = ()
         st.button("Add these components to the grid", key="insp_add", on_click=add_to_grid,
-                  args=(J.merge_components(current, decomp.top),), type="primary")
+                  args=(V.merge_components(current, decomp.top),), type="primary")
         if st.session_state.get("insp_added"):
             st.success(f"Grid components: `{st.session_state['insp_added']}`")
 
@@ -411,36 +395,33 @@ def main() -> None:
     root, configured = choose_root(cfg)
     if root is None:
         return
-    if configured and (J.needs_demo_data(root) or J.demo_running(registry(), root)):
+    if configured and (V.needs_demo_data(root) or V.demo_running(registry(), root)):
         demo_panel(root)
         return
     try:
-        cats = J.discover_categories(root, cfg.allowed)
-    except (J.DataError, OSError) as e:
-        st.error(md(J.error_message(e)))
+        cats = V.discover_categories(root, cfg.allowed)
+    except (V.DataError, OSError) as e:
+        st.error(md_error(e))
         return
     for _, why in cats.skipped:
         st.sidebar.warning(f"Skipped category {md(why)}")
     if not cats.names:
-        st.error(md(J.no_category_message(root)))
+        st.error(md(V.no_category_message(root)))
         return
     category = st.sidebar.selectbox("Category", cats.names, key=f"category::{root}")
     backbones = list(BACKBONES)
-    backbone = st.sidebar.selectbox("Backbone", backbones, index=backbones.index(J.DEFAULT_BACKBONE),
+    backbone = st.sidebar.selectbox("Backbone", backbones, index=backbones.index(DEFAULT_BACKBONE),
                                     key="backbone")
-    key = J.ModelKey(str(root), category, backbone, str(cfg.cache))
-    model = model_status(cfg, key, is_default=(category == cats.names[0] and backbone == J.DEFAULT_BACKBONE))
+    key = V.ModelKey(str(root), category, backbone, str(cfg.cache))
+    model = model_status(cfg, key, is_default=(category == cats.names[0] and backbone == DEFAULT_BACKBONE))
     if model is None:
         jobs_box()
         st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
         return
     names = list(model.layers)
-    best = max(range(len(names)), key=lambda i: model.layers[names[i]].metrics["pixel_auroc"])
-    layer_name = st.sidebar.selectbox("Layer", names, index=best, key=f"layer::{backbone}",
-                                      format_func=lambda n: f"{n} ({model.layers[n].channels} @ "
-                                                            f"{model.layers[n].feature_size[0]}x"
-                                                            f"{model.layers[n].feature_size[1]})")
-    split = st.sidebar.radio("Split", SPLITS, key="split", horizontal=True)
+    layer_name = st.sidebar.selectbox("Layer", names, index=names.index(V.best_layer(model)), key=f"layer::{backbone}",
+                                      format_func=partial(V.layer_label, model))
+    split = st.sidebar.radio("Split", SPLITS[::-1], key="split", horizontal=True)  # test first
     jobs_box()
     st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
     layer = model.layer(layer_name)
@@ -454,7 +435,7 @@ def main() -> None:
         else:
             page_inspect(model, layer, split)
     except (ValueError, KeyError, OSError) as e:  # e.g. a cache entry removed under the viewer
-        st.error(f"{page}: {md(J.error_message(e))}")
+        st.error(f"{page}: {md_error(e)}")
 
 
 main()

@@ -78,7 +78,8 @@ def main(argv=None) -> int:
 
     from mvgviz.demo import make_demo_dataset
     from mvgviz.pipeline import fit
-    from mvgviz.render import GridSpec, grid_data, parse_images, render_figure, render_raster
+    from mvgviz.render import GridSpec, grid_data, render_figure, render_raster
+    from mvgviz.selection import parse_images
 
     t0 = time.perf_counter()
     make_demo_dataset(args.data, categories=(args.category,))

@@ -18,6 +18,15 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .conventions import DEFAULT_BACKBONE, ParamError
+
+# Python parameter -> command-line option, where the option is not "--" + the name with dashes
+_OPTIONS = {"fmt": "--format", "n_images": "--images", "defect_types": "--defect"}
+
+
+def option_name(param: str) -> str:
+    """The command-line option of a library parameter: ``split`` -> ``--split``."""
+    return _OPTIONS.get(param, "--" + param.replace("_", "-"))
 
 
 def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("data", "category"),
@@ -26,8 +35,8 @@ def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("dat
     p.add_argument("--data", required="data" in required, help="data root in the MVTec AD layout")
     if category:
         p.add_argument("--category", required="category" in required, help="category folder under the data root")
-    p.add_argument("--backbone", default="efficientnet_lite0",
-                   help="efficientnet_lite0 (default, offline weights), resnet18, wide_resnet50_2")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help=f"{DEFAULT_BACKBONE} (default, offline weights), resnet18, wide_resnet50_2")
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: all of the backbone's)")
     p.add_argument("--weights", default=None,
                    help="weights file for torchvision backbones (default: torch hub cache), or 'random' "
@@ -86,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mvgviz: interrupted; the cache holds no partial entry", file=sys.stderr)
         return 130
+    except ParamError as e:  # a library error names the Python parameter: say the option instead
+        print(f"mvgviz: error: {e.with_name(option_name(e.param))}", file=sys.stderr)
+        return 2
     except (ValueError, KeyError, OSError) as e:
         from .data import MissingLabels
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -43,6 +43,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from .conventions import GOOD, UNLABELLED, check_split, image_labels
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,10 +68,6 @@ class MissingLabels(DataError):
         super().__init__(reason + self.HINT)
 
 
-#: Defect type of test images whose label is unknown (images directly in ``test/`` or in
-#: ``test/unlabelled/``); their label is -1.
-UNLABELLED = "unlabelled"
-GOOD = "good"
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ class Split:
     @property
     def labels(self) -> np.ndarray:
         """(N,) int64: 1 for defect images, 0 for good ones, -1 for unlabelled ones (unknown)."""
-        return np.array([label_of(d) for d in self.defect_types], dtype=np.int64)
+        return image_labels(self.defect_types)
 
     @property
     def mask_known(self) -> np.ndarray:
@@ -127,11 +125,6 @@ class Split:
         defect images with a mask. :func:`load_split_arrays` gives all-False masks for the others."""
         return np.array([d == GOOD or m is not None for d, m in zip(self.defect_types, self.mask_paths)],
                         dtype=bool)
-
-
-def label_of(defect_type: str) -> int:
-    """Image label of a test sub-folder: 0 for ``"good"``, -1 for ``"unlabelled"``, else 1."""
-    return 0 if defect_type == GOOD else -1 if defect_type == UNLABELLED else 1
 
 
 @dataclass(frozen=True)
@@ -147,9 +140,7 @@ class Category:
     unlabelled: bool = False
 
     def split(self, name: str) -> Split:
-        if name not in ("train", "test"):
-            raise DataError(f"`split` must be 'train' or 'test', got {name!r}")
-        return self.train if name == "train" else self.test
+        return self.train if check_split(name) == "train" else self.test
 
 
 def list_categories(root: str | os.PathLike) -> list[str]:

@@ -48,7 +48,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from . import __version__
-from .render import ANY_DEFECT, SCALES, SPLITS, GridSpec, grid_data, parse_components, parse_images, render_figure
+from .conventions import ANY_DEFECT, as_param_error, check_scale, check_split
+from .render import GridSpec, grid_data, render_figure
+from .selection import parse_components, parse_images
 
 if TYPE_CHECKING:
     from .pipeline import Model
@@ -366,14 +368,12 @@ def add_export_parsers(sub, model_args: Callable[..., None]) -> None:
 
 
 def _spec_from_args(args, model: "Model", layer: str) -> GridSpec:
-    if args.split not in SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
-    if args.scale not in SCALES:
-        raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {args.scale!r}")
+    check_split(args.split)
+    check_scale(args.scale)
     try:
         lm = model.layer(layer)
     except (KeyError, ValueError) as e:
-        raise ValueError(f"--layer: {e.args[0] if e.args else e}") from None
+        raise as_param_error(e, "layer") from None
     defect = args.defect
     if defect is not None and args.split == "train":
         raise ValueError("--defect applies to the test split only (train images are all good)")
@@ -387,10 +387,8 @@ def _spec_from_args(args, model: "Model", layer: str) -> GridSpec:
 
 
 def _check_common(args) -> None:
-    if args.split not in SPLITS:
-        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}")
-    if args.scale not in SCALES:
-        raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {args.scale!r}")
+    check_split(args.split)
+    check_scale(args.scale)
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     if args.dpi < MIN_PNG_DPI:
@@ -429,7 +427,7 @@ def _run_export(args, fit_from_args) -> int:
     try:
         layer = get_spec(args.backbone).layer(args.layer).name      # validates before fitting
     except ValueError as e:
-        raise ValueError(f"--layer: {e}") from None
+        raise as_param_error(e, "layer") from None
     args = copy.copy(args)
     chosen = [l.name for l in parse_layers(get_spec(args.backbone), args.layers)] if args.layers else []
     args.layers = ",".join(dict.fromkeys(chosen + [layer]))          # fit only what is shown (+ --layers)

@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__
 from .backbones import get_spec
 from .cache import Entry, Store, make_key
-SPLITS = ("train", "test")  # the split names (TODO conventions)
+from .conventions import SPLITS
 
 if TYPE_CHECKING:
     import torch

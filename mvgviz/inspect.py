@@ -23,27 +23,24 @@ from typing import TYPE_CHECKING, Any, Mapping
 import cv2
 import numpy as np
 
+from .conventions import ParamError, check_split
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from .pipeline import LayerModel
 
-SPLITS = ("train", "test")
-
 
 def colorscale(n: int = 32) -> list[list]:
     """Plotly colour scale with matplotlib's inferno colours (the grid's own table,
-    :func:`mvgviz.render.colormap_lut`), ``n`` evenly spaced stops."""
-    from .render import CMAP, colormap_lut
+    :func:`mvgviz.render.colours.colormap_lut`), ``n`` evenly spaced stops."""
+    from .render.colours import CMAP, colormap_lut
     lut = colormap_lut(CMAP)
     idx = np.linspace(0, 255, n).round().astype(int)
     return [[float(i / 255.0), f"rgb({lut[i, 0]},{lut[i, 1]},{lut[i, 2]})"] for i in idx]
 
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
 def _n_images(layer: "LayerModel", split: str) -> int:
@@ -53,7 +50,7 @@ def _n_images(layer: "LayerModel", split: str) -> int:
 def _check_image(layer: "LayerModel", split: str, image: int) -> int:
     n = _n_images(layer, split)
     if isinstance(image, (bool, np.bool_)) or not isinstance(image, (int, np.integer)) or not 0 <= image < n:
-        raise ValueError(f"`image` must be an index in 0..{n - 1} of the {split} split, got {image!r}")
+        raise ParamError("image", f"must be an index in 0..{n - 1} of the {split} split, got {image!r}")
     return int(image)
 
 
@@ -61,7 +58,7 @@ def _check_pixel(layer: "LayerModel", row: int, col: int) -> tuple[int, int]:
     s = int(layer.image_size)
     for name, v in (("row", row), ("col", col)):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 0 <= v < s:
-            raise ValueError(f"`{name}` must be a pixel index in 0..{s - 1} (input size {s}x{s}), got {v!r}")
+            raise ParamError(name, f"must be a pixel index in 0..{s - 1} (input size {s}x{s}), got {v!r}")
     return int(row), int(col)
 
 
@@ -153,12 +150,12 @@ def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: 
     PixelDecomposition
         With the contributions of all C components (reads only this image's features).
     """
-    _check_split(split)
+    check_split(split)
     image = _check_image(layer, split, image)
     row, col = _check_pixel(layer, row, col)
     c = int(layer.channels)
     if isinstance(top, (bool, np.bool_)) or not isinstance(top, (int, np.integer)) or top < 1:
-        raise ValueError(f"`top` must be an integer >= 1, got {top!r}")
+        raise ParamError("top", f"must be an integer >= 1, got {top!r}")
     top = min(int(top), c)
     s = int(layer.image_size)
     y2 = layer.y2(split, [image])[0]                                    # (C, S, S) upsampled as scored
@@ -175,7 +172,7 @@ def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: 
 
 def argmax_pixel(layer: "LayerModel", split: str, image: int) -> tuple[int, int]:
     """(row, col) of the largest upsampled M2 value of an image (the image score's pixel)."""
-    _check_split(split)
+    check_split(split)
     image = _check_image(layer, split, image)
     m2 = layer.m2(split, [image])[0]                                   # (S, S)
     r, c = np.unravel_index(int(np.argmax(m2)), m2.shape)
@@ -228,7 +225,7 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
     ----------
     rgb
         (S, S, 3) uint8 image: the map is then shown alpha-blended over it, with the
-        grid's colours (:func:`mvgviz.render.heat_rgb`, :func:`mvgviz.render.blend`); the
+        grid's colours (:func:`mvgviz.render.colours.heat_rgb`, :func:`mvgviz.render.colours.blend`); the
         heatmap trace stays (transparent) for hovering.
     pixel
         (row, col) marked with a cross.
@@ -246,8 +243,8 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
     """
     import plotly.graph_objects as go
 
-    from .render import blend, heat_rgb
-    _check_split(split)
+    from .render.colours import blend, heat_rgb
+    check_split(split)
     image = _check_image(layer, split, image)
     m2 = layer.m2(split, [image])[0]                                   # (S, S)
     s = m2.shape[0]

@@ -34,6 +34,7 @@ import numpy as np
 from . import __version__
 from .backbones import RANDOM, LayerSpec, check_weights_available, get_spec, parse_layers, weights_tag
 from .cache import Entry, Store, make_key
+from .conventions import DEFAULT_BACKBONE, SPLITS
 from .data import Category, Preprocessing, load_category, load_split_arrays
 from .featurepass import CachedFeatures, check_storage, feature_key, feature_pass
 from .gaussian import reg_tag
@@ -45,9 +46,6 @@ __all__ = ["CategoryArrays", "LayerModel", "Model", "fit", "load"]
 
 # torch, scipy and the metrics are imported only when something must be computed, so
 # that reading a warm cache (the viewer, ``report`` on a fitted category) starts fast.
-
-SPLITS = ("train", "test")
-
 
 class DeviceError(ValueError):
     pass
@@ -86,7 +84,7 @@ def resolve_device(device):
 # ---------------------------------------------------------------------------------------
 
 
-def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet_lite0",
+def fit(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKBONE,
         layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
         device: str = "auto", cache: str | os.PathLike | Store | None = None,
         preprocessing: Preprocessing | None = None, batch_size: int = 16, storage: str = "float32",
@@ -142,7 +140,7 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet
                   computed=tuple(l.name for l in todo))
 
 
-def load(root: str | os.PathLike, category: str, *, backbone: str = "efficientnet_lite0",
+def load(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKBONE,
          layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
          cache: str | os.PathLike | Store | None = None, preprocessing: Preprocessing | None = None,
          storage: str = "float32", unlabelled: bool = False) -> Model | None:

@@ -73,3 +73,10 @@ def demo_model(demo_root, demo_cache):
     """brick, efficientnet_lite0, all four layers, fitted once per test session into demo_cache."""
     from mvgviz.pipeline import fit
     return fit(demo_root, "brick", cache=demo_cache, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def defect_images(demo_model):
+    """Indices of the anomalous test images of demo_model."""
+    types = demo_model.data.defect_types("test")
+    return [i for i, t in enumerate(types) if t != "good"]

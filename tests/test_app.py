@@ -2,6 +2,7 @@
 
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mvgviz import jobs as J
 from mvgviz.cache import Store
 from mvgviz.inspect import decompose_pixel
-from mvgviz.render import parse_components
+from mvgviz.selection import parse_components
+from mvgviz.viewer.tables import merge_components
 
 from conftest import write_category
 
@@ -158,7 +159,9 @@ def test_grid_bad_selection_shows_an_error(app, demo_model):
     at.text_input(key="grid_components").input("best:2")
     at.text_input(key="grid_images").input("abc")
     _ok(at.run())
-    assert "--images" in _errors(at)
+    # the page names its own control, not the CLI's option or the Python parameter
+    assert _errors(at).startswith("Images must be indices like 0,5,9"), _errors(at)
+    assert "--images" not in _errors(at) and "`images`" not in _errors(at)
     at.text_input(key="grid_images").input("0-2")
     _ok(at.run())
     assert not at.error and len(at.image) == 1
@@ -196,7 +199,7 @@ def test_inspect_pixel(app, demo_model):
     at.button(key="insp_add").click().run()
     _ok(at)
     text = at.session_state["grid_components"]
-    assert text == J.merge_components(parse_components("best:4", lm), d.top)
+    assert text == merge_components(parse_components("best:4", lm), d.top)
     assert "Grid components" in at.success[0].value
     at = _goto(at, "Grid")
     assert at.text_input(key="grid_components").value == text
@@ -274,11 +277,22 @@ def test_not_fitted_button_and_older_cache(monkeypatch, tmp_path, demo_root):
 def test_fit_button_runs_in_the_background(monkeypatch, tmp_path):
     root = tmp_path / "data"
     write_category(root, "widget", n_train=4, n_good=2, n_defect=2)
+    import mvgviz.pipeline
+    orig = mvgviz.pipeline.fit
+    gate = threading.Event()  # holds the fit until the test has seen the page come back
+
+    def gated_fit(*args, **kw):
+        assert gate.wait(60), "the test never released the fit"
+        return orig(*args, **kw)
+
+    monkeypatch.setattr(mvgviz.pipeline, "fit", gated_fit)
     at = _ok(_new(monkeypatch, root, tmp_path / "cache", autofit=False).run())
     at.button(key="fit_button").click()
     _ok(at.run())
-    # right after the click the page is back at once, with the job's progress (or done)
-    assert "Fitting widget" in " ".join(h.value for h in at.subheader) or len(at.dataframe) == 1
+    # right after the click the page is back at once, with the job's progress
+    assert "Fitting widget / efficientnet_lite0" in [h.value for h in at.subheader]
+    assert len(at.dataframe) == 0
+    gate.set()
     _run_until(at, lambda a: len(a.dataframe) == 1)
     assert list(_table(at, "pixel AUROC")["layer"]) == ["_blocks[2]", "_blocks[4]", "_blocks[10]", "_blocks[15]"]
 
@@ -286,13 +300,19 @@ def test_fit_button_runs_in_the_background(monkeypatch, tmp_path):
 def test_first_start_writes_the_demo_data(monkeypatch, tmp_path):
     import mvgviz.demo
     orig = mvgviz.demo.make_demo_dataset
-    monkeypatch.setattr(mvgviz.demo, "make_demo_dataset",
-                        lambda root, **kw: orig(root, categories=("brick", "grass"), n_train=2, n_test_good=1,
-                                                n_per_defect=1, **kw))
+    gate = threading.Event()  # holds the writer until the test has seen the first page
+
+    def make(root, **kw):
+        assert gate.wait(60), "the test never released the demo data job"
+        return orig(root, categories=("brick", "grass"), n_train=2, n_test_good=1, n_per_defect=1, **kw)
+
+    monkeypatch.setattr(mvgviz.demo, "make_demo_dataset", make)
     root = tmp_path / "fresh" / "demo"
     at = _new(monkeypatch, root, tmp_path / "cache", autofit=False)
     _ok(at.run())
-    assert any("First start" in i.value for i in at.info) or root.is_dir()
+    assert any("First start" in i.value for i in at.info)
+    assert not root.exists()
+    gate.set()
     _run_until(at, lambda a: any(s.label == "Category" for s in a.sidebar.selectbox))
     assert at.sidebar.selectbox(key=f"category::{root}").options == ["brick", "grass"]
     assert at.button(key="fit_button").label == "Fit brick / efficientnet_lite0"

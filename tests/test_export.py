@@ -177,9 +177,9 @@ def test_cli_export_all(demo_root, demo_cache, demo_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--layer", "blocks99"], "--layer: `layer` must be one of"),
-    (["--layer", "blocks10", "--scale", "log"], "--scale must be one of per-component, cross-component"),
-    (["--layer", "blocks10", "--split", "val"], "--split must be one of train, test"),
+    (["--layer", "blocks99"], "error: --layer must be one of _blocks"),
+    (["--layer", "blocks10", "--scale", "log"], "error: --scale must be 'per-component' or 'cross-component', got 'log'"),
+    (["--layer", "blocks10", "--split", "val"], "error: --split must be 'train' or 'test', got 'val'"),
     (["--layer", "blocks10", "--components", "999"], r"--components: index 999 is out of range.*0\.\.111"),
     (["--layer", "blocks10", "--images", "999"], r"--images: index 999 is out of range"),
     (["--layer", "blocks10", "--defect", "scratch"], "--defect: no image of type 'scratch'"),

@@ -1,0 +1,272 @@
+"""What the viewer's pages show, as plain data: tables (dicts of columns for
+``st.dataframe``), notes, selections, messages, and the export files of a grid. No Streamlit.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from ..conventions import ANY_DEFECT, ParamError, is_defect
+
+EXPORT_FORMATS = ("png", "pdf", "svg")
+ALL_IMAGES = "all images"          # image filter: no filter
+GRID_LIMIT = 16                    # most images / components the Grid page draws
+MIME = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml",
+        "json": "application/json"}
+
+
+# ---------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------
+
+# library parameter -> the viewer's control that sets it (the app speaks of its controls)
+CONTROLS = {"images": "Images", "n_images": "Images", "defect": "Images of type", "defect_types": "Images of type",
+            "seed": "Seed", "components": "Components", "scale": "Colour scale", "split": "Split",
+            "layer": "Layer", "alpha": "Heatmap alpha", "show_m2": "M2 column", "show_image": "Show image",
+            "outline": "GT outline", "image": "Image", "row": "Row", "col": "Col", "top": "Components listed"}
+
+
+def error_message(e: BaseException) -> str:
+    """One readable line for the page: the message of our own errors (a
+    :class:`~mvgviz.conventions.ParamError` names the viewer's control, see :data:`CONTROLS`),
+    else type: message."""
+    if isinstance(e, ParamError) and e.param in CONTROLS:
+        return e.with_name(CONTROLS[e.param])
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, (ValueError, OSError)) and str(e):
+        return str(e)
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+_MD_SPECIAL = "\\`*_[]{}<>#|~$"
+
+
+def escape_markdown(text: str) -> str:
+    """Show ``text`` literally in Streamlit markdown (error messages hold paths with ``_``,
+    globs with ``*``, layer names with ``[ ]``)."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+
+
+# ---------------------------------------------------------------------------------------
+# Selections and export
+# ---------------------------------------------------------------------------------------
+
+def merge_components(current: Sequence[int], new: Sequence[int]) -> str:
+    """Text for the component box: ``current`` then the ``new`` ones not yet in it."""
+    out = list(dict.fromkeys([int(c) for c in current] + [int(c) for c in new]))
+    return ",".join(map(str, out))
+
+
+def image_choices(defect_types: Sequence[str]) -> list[str]:
+    """Filter options of the image picker: every image, any defect, then each type."""
+    types = sorted(set(defect_types))
+    extra = [ANY_DEFECT] if any(is_defect(t) for t in types) and ANY_DEFECT not in types else []
+    return [ALL_IMAGES] + extra + types
+
+
+def component_box_text(mode: str, k: int, indices: str) -> str:
+    """The grid's component selection from the Components page's controls: ``"best k"`` /
+    ``"worst k"`` with ``k`` -> ``"best:k"`` / ``"worst:k"``; ``"indices"`` -> ``indices``."""
+    if mode == "indices":
+        return str(indices)
+    return f"{mode.split()[0]}:{int(k)}"
+
+
+def first_defect_image(defect_types: Sequence[str]) -> int:
+    """Index of the first anomalous image (0 when there is none): where the Inspect page starts."""
+    return next((i for i, t in enumerate(defect_types) if is_defect(t)), 0)
+
+
+def grid_spec_from_controls(model, layer, split: str, *, image_filter: str, images: str, seed: int,
+                            components: str, scale: str, show_m2: bool, show_image: bool, outline: bool,
+                            alpha: float, limit: int = GRID_LIMIT):
+    """The Grid page's controls -> ``(GridSpec, notes)``; at most ``limit`` images and
+    components are kept (``notes`` says so). Raises ParamError naming the parameter
+    (:func:`error_message` names the control)."""
+    from ..render import GridSpec
+    from ..selection import parse_components, parse_images
+    notes = []
+    defect = None if image_filter == ALL_IMAGES else image_filter
+    imgs = parse_images(images, len(model.data.files(split)), defect_types=model.data.defect_types(split),
+                        defect=defect, seed=int(seed))
+    if len(imgs) > limit:
+        notes.append(f"{len(imgs)} images selected: showing the first {limit}.")
+        imgs = imgs[:limit]
+    comps = parse_components(components, layer)
+    if len(comps) > limit:
+        notes.append(f"{len(comps)} components selected: showing the first {limit}.")
+        comps = comps[:limit]
+    spec = GridSpec(layer=layer.name, split=split, images=imgs, components=comps, scale=scale,
+                    show_m2=show_m2, show_image=show_image, outline=outline, alpha=float(alpha))
+    return spec, notes
+
+
+def grid_file_bytes(model, spec, fmt: str) -> bytes:
+    """The grid as a publication figure file (``png``, ``pdf`` or ``svg``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"`fmt` must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    try:
+        from ..export import export_figure
+    except ImportError:
+        export_figure = None
+    if export_figure is not None:
+        with tempfile.TemporaryDirectory(prefix="mvgviz-export-") as tmp:
+            paths = export_figure(model, spec, Path(tmp) / f"grid.{fmt}")
+            for p in paths:
+                if Path(p).suffix.lower() == f".{fmt}":
+                    return Path(p).read_bytes()
+            raise RuntimeError(f"export_figure wrote no .{fmt} file (it wrote {', '.join(map(str, paths))})")
+    import io
+
+    from ..render import grid_data, render_figure
+    fig = render_figure(grid_data(model, spec))
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=200)
+    return buf.getvalue()
+
+
+def grid_manifest_bytes(model, spec) -> bytes:
+    """The JSON manifest of the grid (what :func:`mvgviz.export.figure_from_manifest` reads)."""
+    try:
+        from ..export import manifest
+    except ImportError:
+        manifest = None
+    if manifest is not None:
+        d = manifest(model, spec)
+    else:
+        from .. import __version__
+        d = {"mvgviz_version": __version__, "root": str(model.root), "category": model.category,
+             "backbone": model.backbone, "weights": model.weights, "reg": model.reg,
+             "spec": spec.to_dict()}
+    return (json.dumps(d, indent=1, default=str) + "\n").encode()
+
+
+def export_name(model, spec) -> str:
+    """A file stem for downloads: ``brick_efficientnet_lite0_blocks10_test``."""
+    layer = "".join(ch for ch in spec.layer if ch.isalnum())
+    return f"{model.category}_{model.backbone}_{layer}_{spec.split}"
+
+
+# ---------------------------------------------------------------------------------------
+# Tables of the pages (plain dicts of columns; st.dataframe shows them)
+# ---------------------------------------------------------------------------------------
+
+def overview_table(model) -> dict[str, list]:
+    """One row per layer: size, channels, the four metrics, and how far whitened test
+    values go beyond the [0, 9] range expected of Gaussian features."""
+    cols: dict[str, list] = {k: [] for k in (
+        "layer", "feature size", "channels", "image AUROC", "pixel AUROC", "AUPR", "AUPRO",
+        "max y2 (test)", "p99 of all y2 (test)", "p99 of M2 (test)")}
+    for lm in model.layers.values():
+        m, st_test = lm.metrics, lm.stats("test")
+        h, w = lm.feature_size
+        cols["layer"].append(lm.name)
+        cols["feature size"].append(f"{h}x{w} (1 cell = {model.image_size // max(h, 1)} px)")
+        cols["channels"].append(int(lm.channels))
+        cols["image AUROC"].append(float(m["image_auroc"]))
+        cols["pixel AUROC"].append(float(m["pixel_auroc"]))
+        cols["AUPR"].append(float(m["pixel_aupr"]))
+        cols["AUPRO"].append(float(m["aupro"]))
+        ext = max(float(abs(st_test.y_min).max()), float(abs(st_test.y_max).max()))
+        cols["max y2 (test)"].append(ext ** 2)
+        cols["p99 of all y2 (test)"].append(float(st_test.cross_component_p99))
+        cols["p99 of M2 (test)"].append(float(st_test.m2_p99))
+    return cols
+
+
+def overview_notes(model) -> list[str]:
+    """What the paper observed, made concrete for this model."""
+    notes = []
+    coarse = [lm for lm in model.layers.values() if lm.feature_size[0] and model.image_size // lm.feature_size[0] >= 16]
+    for lm in coarse:
+        h, w = lm.feature_size
+        s = model.image_size // h
+        notes.append(f"Resolution: {lm.name} is {h}x{w}, one feature cell covers {s}x{s} input pixels; "
+                     "its heatmaps are blurred bilinear blow-ups (see the Grid).")
+    for lm in model.layers.values():
+        tr = lm.stats("train")
+        ext = max(float(abs(tr.y_min).max()), float(abs(tr.y_max).max())) ** 2
+        if ext > 9:
+            notes.append(f"Value range: on its own training data, {lm.name} reaches y2 = {ext:.3g} "
+                         "(a Gaussian would keep 99.7 % of values in [0, 9]).")
+    best = model.layers[best_layer(model)]
+    notes.append(f"Best layer by pixel AUROC: {best.name} ({best.metrics['pixel_auroc']:.3f}).")
+    return notes
+
+
+def component_table(layer) -> dict[str, list]:
+    """One row per component (row i = component i): eigenvalue, single-component AUROC,
+    its rank, and the colour-scale statistics of both splits."""
+    import numpy as np
+    c = int(layer.channels)
+    rank = np.empty(c, dtype=np.int64)
+    rank[layer.ranking()] = np.arange(1, c + 1)
+    te, tr = layer.stats("test"), layer.stats("train")
+    return {"component": list(range(c)), "eigenvalue": [float(v) for v in layer.eigvals],
+            "AUROC": [float(v) for v in layer.component_auroc], "rank": rank.tolist(),
+            "p99 y2 test": [float(v) for v in te.per_component_p99],
+            "p99 y2 train": [float(v) for v in tr.per_component_p99],
+            "mean y2 test": [float(v) for v in te.y2_mean]}
+
+
+def decomposition_table(decomp, layer) -> dict[str, list]:
+    """The top components of a pixel decomposition with their share and AUROC."""
+    top = list(decomp.top)
+    shares = decomp.shares
+    return {"component": top, "y2 at pixel": [float(decomp.y2[c]) for c in top],
+            "share of M2": [f"{shares[c]:.1%}" for c in top],
+            "AUROC": [float(layer.component_auroc[c]) for c in top],
+            "eigenvalue": [float(layer.eigvals[c]) for c in top]}
+
+
+def best_layer(model) -> str:
+    """Name of the layer with the highest pixel AUROC (the first of equals)."""
+    return max(model.layers, key=lambda name: model.layers[name].metrics["pixel_auroc"])
+
+
+def layer_label(model, name: str) -> str:
+    """``"_blocks[10] (112 @ 14x14)"``: a layer, its channels and feature size."""
+    lm = model.layers[name]
+    h, w = lm.feature_size
+    return f"{name} ({lm.channels} @ {h}x{w})"
+
+
+def data_caption(model) -> str:
+    """One line about the model and its data (weights, regulariser, input size, image counts)."""
+    d = model.data
+    types = d.defect_types("test")
+    counts = ", ".join(f"{t} {types.count(t)}" for t in sorted(set(types)))
+    return (f"weights {model.weights} | covariance regulariser {model.reg} | input "
+            f"{model.image_size}x{model.image_size} | {len(d.files('train'))} train images | "
+            f"{len(types)} test images ({counts}) | data `{model.root}`")
+
+
+# ---------------------------------------------------------------------------------------
+# Background jobs, as shown
+# ---------------------------------------------------------------------------------------
+
+def progress_text(status, title: str, *, bar: bool = True) -> str:
+    """The line under a job's progress bar (``bar``) or in its place."""
+    if not bar:
+        return f"{title} ({status.elapsed:.0f} s)"
+    what = "waiting for another fit to finish" if status.waiting else (status.step or "starting")
+    return f"{title}: {what} ({status.fraction:.0%}, {status.elapsed:.0f} s)"
+
+
+def listed_jobs(statuses) -> list:
+    """The jobs the sidebar lists: fits and demo data (not cache look-ups)."""
+    return [s for s in statuses if s.key and s.key[0] in ("fit", "demo")]
+
+
+def job_line(status) -> str:
+    """One markdown line of the sidebar's job list."""
+    line = f"**{status.label}**: {status.state}"
+    if status.active:
+        line += f" {status.fraction:.0%}"
+    if status.error:
+        line += f" ({status.error[:80]})"
+    return line
