@@ -1,4 +1,4 @@
-"""CPU kernels of :func:`mvgviz.metrics.component_aurocs` (compiled with numba).
+"""CPU kernels of :func:`mvgviz.ranking.component_aurocs` (compiled with numba).
 
 The ranking histograms every upsampled ``y2_c`` value of every component: ~4e9 values for 496
 components over 160 images at 224x224. Materialising each upsampled map and binning it with
@@ -13,11 +13,11 @@ as :func:`mvgviz.metrics.upsample`, and reproduces torch's CPU ``F.interpolate``
 operation for operation, fused multiply-adds included: first along the width at every feature
 row, ``fma(w0, a, w1 * b)``, then along the height, ``fma(h0, r0, h1 * r1)``. The caller checks
 that the result is bit-identical to ``F.interpolate`` on the data at hand before trusting the
-kernel (``metrics._kernel_matches_torch``); where it is not (small outputs, e.g. 7x7 -> 56x56,
+kernel (``ranking._kernel_matches_torch``); where it is not (small outputs, e.g. 7x7 -> 56x56,
 take another torch code path that rounds differently), the torch path runs instead. :func:`upsample_component` gives the very values
 the histograms count.
 
-Imported lazily by :mod:`mvgviz.metrics` (importing numba takes ~0.3 s); compiled code is cached on
+Imported lazily by :mod:`mvgviz.ranking` (importing numba takes ~0.3 s); compiled code is cached on
 disk (``cache=True``: next to this file when writable, else numba's user cache directory).
 """
 
@@ -95,7 +95,7 @@ def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, n_bins):
     ----------
     y : (N, C, h, w) float32, C-contiguous
     c0, c1 : component range
-    shift, lo, hi : (C,) int64 binning of every component (``metrics._bin_params``):
+    shift, lo, hi : (C,) int64 binning of every component (``ranking._bin_params``):
         bin = clamp(bits >> shift, lo, hi) - lo for the float32 bit pattern ``bits``
     masks : (N, H, W) bool ground truth at the output size
     rows_pos : (N, H) bool, rows of ``masks`` with a positive pixel
