@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ __all__ = [
     "average_precision",
     "image_auroc",
     "pixel_metrics",
+    "pixel_metrics_streamed",
     "upsample",
 ]
 
@@ -123,9 +124,9 @@ class _Thresholds:
 
     Every metric here only changes at those thresholds: the ROC and PR curves between two of
     them are straight (or flat) segments, so evaluating at them is exact, ties included.
-    Built from one ascending sort of all n scores (NumPy's vectorised sort, ~30 ms for 8M
-    float32 on this CPU) and a sort of the P positives, with ``searchsorted`` in between:
-    O(n log n) once, then O(P log n).
+    Built by :class:`_ThresholdCounts` in two passes over the scores (one pass when they are a
+    single array): a sort of the P positives, then, for each of the U distinct positive scores,
+    the number of all scores below and at most it.
 
     Attributes (all (U,) arrays, U distinct positive scores, descending)
     ----------
@@ -154,21 +155,74 @@ class _Thresholds:
         return self.all_gt - (self.pos_ge - self.pos_eq)
 
 
+class _ThresholdCounts:
+    """Builds :class:`_Thresholds` from scores seen in chunks, in two passes.
+
+    Pass 1, :meth:`add_positives` for every chunk: keeps the positives' scores (P values, in the
+    order seen) and counts all scores. :meth:`levels` then sorts the positives once. Pass 2,
+    :meth:`count` for every chunk of the same scores: adds, for each distinct positive score u,
+    the chunk's number of scores ``< u`` and ``<= u``. These are integer sums, so any chunking
+    of the same scores in the same order gives exactly the thresholds of one array. Memory:
+    O(P + U) plus one chunk.
+    """
+
+    def __init__(self) -> None:
+        self._pos: list[np.ndarray] = []
+        self.n = 0  # scores seen in pass 1
+        self._n_counted = 0  # scores seen in pass 2
+        self.u = self._order = self._start = self._pos_eq = self._lt = self._le = None
+
+    def add_positives(self, s: np.ndarray, positive: np.ndarray) -> None:
+        """Pass 1. s: (n,) float scores; positive: (n,) bool, or int indices of the positives in s."""
+        self._pos.append(s[positive])
+        self.n += s.size
+
+    def levels(self) -> np.ndarray:
+        """End of pass 1: the (U,) ascending distinct positive scores (at least one positive)."""
+        pos = np.concatenate(self._pos) if len(self._pos) != 1 else self._pos[0]  # (P,) in data order
+        self._pos = [pos]
+        self._order = np.argsort(pos, kind="stable")  # (P,)
+        self.u, self._start, self._pos_eq = np.unique(pos[self._order], return_index=True,
+                                                      return_counts=True)  # (U,) ascending
+        self._lt = np.zeros(self.u.size, np.int64)
+        self._le = np.zeros(self.u.size, np.int64)
+        return self.u
+
+    def count(self, s: np.ndarray) -> None:
+        """Pass 2. s: (n,) float scores of the next chunk."""
+        u = self.u
+        if u.size <= s.size:  # sort the chunk, find each level in it: O(n log n + U log n)
+            s_sorted = np.sort(s)
+            self._lt += np.searchsorted(s_sorted, u, side="left")
+            self._le += np.searchsorted(s_sorted, u, side="right")
+        else:  # a small chunk: find each score among the levels, O(n log U + U)
+            # s < u_k iff #{levels <= s} <= k; s <= u_k iff #{levels < s} <= k
+            self._lt += np.cumsum(np.bincount(np.searchsorted(u, s, side="right"), minlength=u.size + 1)[:-1])
+            self._le += np.cumsum(np.bincount(np.searchsorted(u, s, side="left"), minlength=u.size + 1)[:-1])
+        self._n_counted += s.size
+
+    def thresholds(self) -> _Thresholds:
+        """End of pass 2."""
+        if self._n_counted != self.n:
+            raise ValueError(f"`chunks` must yield the same scores on every call: the first pass saw "
+                             f"{self.n} scores, the second {self._n_counted}")
+        n, pos_eq = self.n, self._pos_eq
+        n_pos = int(self._order.size)
+        pos_lt = np.cumsum(pos_eq) - pos_eq  # (U,) positives below u
+        rev = slice(None, None, -1)  # highest threshold first
+        return _Thresholds(pos_eq=pos_eq[rev].astype(np.int64), pos_ge=(n_pos - pos_lt)[rev].astype(np.int64),
+                           all_ge=(n - self._lt)[rev].astype(np.int64), all_gt=(n - self._le)[rev].astype(np.int64),
+                           pos_idx_start=self._start[rev].astype(np.int64), order=self._order,
+                           n_pos=n_pos, n_neg=int(n - n_pos))
+
+
 def _thresholds(s: np.ndarray, lab: np.ndarray) -> _Thresholds:
-    """s: (n,) float scores (no NaN), lab: (n,) bool with at least one positive."""
-    n = s.size
-    all_sorted = np.sort(s)  # (n,) ascending
-    pos = s[lab]  # (P,)
-    order = np.argsort(pos, kind="stable")  # (P,)
-    u, start, pos_eq = np.unique(pos[order], return_index=True, return_counts=True)  # (U,) ascending
-    pos_lt = np.cumsum(pos_eq) - pos_eq  # (U,) positives below u
-    all_lt = np.searchsorted(all_sorted, u, side="left")  # (U,)
-    all_le = np.searchsorted(all_sorted, u, side="right")
-    rev = slice(None, None, -1)  # highest threshold first
-    return _Thresholds(pos_eq=pos_eq[rev].astype(np.int64), pos_ge=(pos.size - pos_lt)[rev].astype(np.int64),
-                       all_ge=(n - all_lt)[rev].astype(np.int64), all_gt=(n - all_le)[rev].astype(np.int64),
-                       pos_idx_start=start[rev].astype(np.int64), order=order,
-                       n_pos=int(pos.size), n_neg=int(n - pos.size))
+    """One array: s: (n,) float scores (no NaN), lab: (n,) bool with at least one positive."""
+    tc = _ThresholdCounts()
+    tc.add_positives(s, lab)
+    tc.levels()
+    tc.count(s)
+    return tc.thresholds()
 
 
 def _auroc_from(t: _Thresholds) -> float:
@@ -290,23 +344,22 @@ def image_auroc(image_scores: ArrayLike, image_labels: ArrayLike) -> float:
 # --------------------------------------------------------------------------------------------------
 # AUPRO
 # --------------------------------------------------------------------------------------------------
-def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
-    """PRO weight of every pixel: ``1 / (|region| * n_regions)`` inside a region, 0 outside.
+def _region_weights(region_ids: np.ndarray, n_regions: int) -> np.ndarray:
+    """PRO weight ``1 / (|region| * n_regions)`` of every anomalous pixel.
 
     Parameters
     ----------
-    masks : (N, H, W) bool
+    region_ids : (P,) int64, the 8-connected region (1..n_regions) of every anomalous pixel
+    n_regions : int, number of regions over all images
 
     Returns
     -------
-    weights : (N*H*W,) float64, summing to 1
-    n_regions : int, number of 8-connected regions over all images
+    (P,) float64, summing to 1
     """
-    regions, n_regions = ndimage.label(masks, structure=_REGION_STRUCTURE)  # (N, H, W) int, 0 = normal
-    sizes = np.bincount(regions.ravel())  # (n_regions + 1,)
+    sizes = np.bincount(region_ids, minlength=n_regions + 1)  # (n_regions + 1,)
     per_region = np.zeros(n_regions + 1)
     per_region[1:] = 1.0 / (sizes[1:].astype(np.float64) * n_regions)
-    return per_region[regions.ravel()], int(n_regions)
+    return per_region[region_ids]
 
 
 def _integrate_to(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
@@ -324,21 +377,76 @@ def _integrate_to(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
     return area / fpr_limit
 
 
-def _check_aupro_inputs(score_maps, masks, fpr_limit) -> tuple[torch.Tensor, np.ndarray]:
-    s = _as_tensor(score_maps, "score_maps")
-    if s.ndim != 3:
-        raise ValueError(f"`score_maps` must be (N, H, W), got shape {tuple(s.shape)}")
-    m = _as_tensor(masks, "masks")
-    if tuple(m.shape) != tuple(s.shape):
-        raise ValueError(f"`masks` must have the shape of `score_maps` {tuple(s.shape)}, got {tuple(m.shape)}")
-    m = _labels_1d(m, m.numel(), torch.device("cpu"), "masks", "score_maps").reshape(s.shape).numpy()
-    if not (isinstance(fpr_limit, numbers.Real) and 0.0 < fpr_limit <= 1.0):
+def _check_fpr_limit(fpr_limit) -> float:
+    if isinstance(fpr_limit, bool) or not (isinstance(fpr_limit, numbers.Real) and 0.0 < fpr_limit <= 1.0):
         raise ValueError(f"`fpr_limit` must be a float in (0, 1], got {fpr_limit!r}")
-    if not m.any():
-        raise ValueError("`masks` contains no anomalous region: the PRO is undefined")
-    if m.all():
-        raise ValueError("`masks` contains no anomaly-free pixel: the FPR is undefined")
-    return s, m
+    return float(fpr_limit)
+
+
+def _check_chunks(chunks) -> None:
+    if not callable(chunks):
+        raise ValueError("`chunks` must be a callable returning a fresh iterable of chunks, "
+                         f"got {type(chunks).__name__}")
+
+
+def _pairs(chunks, what: str, prefix):
+    """Iterate ``chunks()``, checking that every item is a pair; yields (i, first, second)."""
+    for i, item in enumerate(chunks()):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"{prefix(i)}must be a {what} pair, got {type(item).__name__}")
+        yield i, item[0], item[1]
+
+
+def _pixel_metrics(chunks, fpr_limit, *, names: tuple[str, str], prefix) -> dict:
+    """Pixel AUROC, AUPR and AUPRO of the score maps of ``chunks()``, in two passes.
+
+    ``names`` are the names of the score maps and masks in error messages, ``prefix(i)`` the
+    words before an error of chunk i (empty for a single array).
+    """
+    fpr_limit = _check_fpr_limit(fpr_limit)
+    _check_chunks(chunks)
+    s_name, m_name = names
+    tc = _ThresholdCounts()
+    region_ids = []  # (P_i,) int64 region of each anomalous pixel, chunk by chunk
+    n_regions = n_images = 0
+    # Pass 1: the anomalous pixels' scores and regions; regions never cross images, so labelling
+    # each chunk's images and numbering on from the previous chunks gives one global labelling.
+    for i, s, m in _pairs(chunks, f"(`{s_name}`, `{m_name}`)", prefix):
+        s, m = _as_tensor(s, s_name), _as_tensor(m, m_name)
+        if s.ndim != 3:
+            raise ValueError(f"{prefix(i)}`{s_name}` must be (N, H, W), got shape {tuple(s.shape)}")
+        if tuple(m.shape) != tuple(s.shape):
+            raise ValueError(f"{prefix(i)}`{m_name}` must have the shape of `{s_name}` {tuple(s.shape)}, "
+                             f"got {tuple(m.shape)}")
+        if s.numel() == 0:
+            continue
+        try:
+            lab = _labels_1d(m, m.numel(), torch.device("cpu"), m_name, s_name).numpy()  # (n*H*W,) bool
+            s_np = _np_scores(_scores_1d(s, s_name))  # (n*H*W,)
+        except ValueError as e:
+            raise ValueError(f"{prefix(i)}{e}") from None
+        tc.add_positives(s_np, lab)
+        n_images += s.shape[0]
+        if lab.any():
+            regions, k = ndimage.label(lab.reshape(s.shape), structure=_REGION_STRUCTURE)  # (n, H, W)
+            region_ids.append(regions.reshape(-1)[lab].astype(np.int64) + n_regions)
+            n_regions += k
+    n_pos = sum(r.size for r in region_ids)
+    if n_images == 0:
+        raise ValueError(f"`{s_name}` must contain at least one image, got none")
+    if n_pos == 0:
+        raise ValueError(f"`{m_name}` contains no anomalous region: the PRO is undefined")
+    if n_pos == tc.n:
+        raise ValueError(f"`{m_name}` contains no anomaly-free pixel: the FPR is undefined")
+    # Pass 2: the number of all scores below / at most each distinct anomalous score.
+    tc.levels()
+    for _, s, _ in _pairs(chunks, f"(`{s_name}`, `{m_name}`)", prefix):
+        s = _as_tensor(s, s_name)
+        if s.numel():
+            tc.count(_np_scores(_scores_1d(s, s_name)))
+    t = tc.thresholds()
+    weights = _region_weights(np.concatenate(region_ids), n_regions)  # (P,) in data order
+    return {"pixel_auroc": _auroc_from(t), "pixel_aupr": _ap_from(t), "aupro": _aupro_from(t, weights, fpr_limit)}
 
 
 def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) -> float:
@@ -348,9 +456,10 @@ def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) ->
     anomaly-free pixels of all N images; PRO(t) is the mean over all regions of the fraction of the
     region's pixels scoring >= t. The exact curve (every distinct score a threshold, from (0, 0);
     between two scores of anomalous pixels it is straight, so it is built at those, see
-    ``_aupro_from``) comes from one sort and is integrated with the trapezoid rule from 0 to ``fpr_limit`` (the curve
-    is linearly interpolated at ``fpr_limit``) and divided by ``fpr_limit``: a perfect detector gets
-    1.0, one that ranks every normal pixel above every anomalous one gets 0.
+    ``_aupro_from``) comes from one sort and is integrated with the trapezoid rule from 0 to
+    ``fpr_limit`` (the curve is linearly interpolated at ``fpr_limit``) and divided by
+    ``fpr_limit``: a perfect detector gets 1.0, one that ranks every normal pixel above every
+    anomalous one gets 0. Equal to ``pixel_metrics(score_maps, masks)["aupro"]``.
 
     Parameters
     ----------
@@ -368,14 +477,13 @@ def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) ->
     ValueError
         On shape mismatch, NaN scores, an ``fpr_limit`` outside (0, 1], no region, or no normal pixel.
     """
-    s, m = _check_aupro_inputs(score_maps, masks, fpr_limit)
-    lab = m.reshape(-1)  # (n,) bool
-    weights, _ = _region_weights(m)  # (n,)
-    return _aupro_from(_thresholds(_np_scores(_scores_1d(s, "score_maps")), lab), weights[lab], float(fpr_limit))
+    return pixel_metrics(score_maps, masks, fpr_limit=fpr_limit)["aupro"]
 
 
 def pixel_metrics(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) -> dict:
     """Pixel AUROC, pixel AUPR (average precision) and AUPRO from one shared sort.
+
+    The same computation as :func:`pixel_metrics_streamed` with the whole split as one chunk.
 
     Parameters
     ----------
@@ -388,13 +496,49 @@ def pixel_metrics(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float =
     dict
         ``{"pixel_auroc": float, "pixel_aupr": float, "aupro": float}``; ``pixel_aupr`` is the
         step-wise average precision (as :func:`average_precision`), not a trapezoid.
+
+    Raises
+    ------
+    ValueError
+        On shape mismatch, NaN scores, an ``fpr_limit`` outside (0, 1], no region, or no normal pixel.
     """
-    s, m = _check_aupro_inputs(score_maps, masks, fpr_limit)
-    lab = m.reshape(-1)  # (N*H*W,) bool
-    t = _thresholds(_np_scores(_scores_1d(s, "score_maps")), lab)
-    weights, _ = _region_weights(m)  # (N*H*W,)
-    return {"pixel_auroc": _auroc_from(t), "pixel_aupr": _ap_from(t),
-            "aupro": _aupro_from(t, weights[lab], float(fpr_limit))}
+    return _pixel_metrics(lambda: ((score_maps, masks),), fpr_limit, names=("score_maps", "masks"),
+                          prefix=lambda i: "")
+
+
+def pixel_metrics_streamed(chunks: Callable[[], Iterable[tuple[ArrayLike, ArrayLike]]], *,
+                           fpr_limit: float = 0.3) -> dict:
+    """:func:`pixel_metrics` over image chunks, never holding more than one chunk's maps.
+
+    Equal, to the last bit, to :func:`pixel_metrics` on the concatenation of the chunks (any
+    chunking, chunks of different sizes, float32 or float64). Two passes over ``chunks()``: the
+    first keeps the scores of the anomalous pixels and their 8-connected regions (labelled chunk
+    by chunk: regions never cross images) and counts the others; the second counts, for each
+    distinct anomalous score u, all scores below u and at most u (integer sums, independent of
+    the chunking). Memory: O(anomalous pixels) plus one chunk.
+
+    Parameters
+    ----------
+    chunks : callable, ``chunks() -> iterable of (scores, masks)``
+        Called twice; each call must yield the same chunks in the same order. ``scores``: (n, H, W)
+        float array or tensor, already upsampled to the masks' resolution (on any device; it is
+        copied to the CPU); ``masks``: (n, H, W) bool or 0/1. Chunks may hold any number of images,
+        including none.
+    fpr_limit : float, keyword-only, in (0, 1], default 0.3, passed to the AUPRO
+
+    Returns
+    -------
+    dict
+        ``{"pixel_auroc": float, "pixel_aupr": float, "aupro": float}``, as :func:`pixel_metrics`.
+
+    Raises
+    ------
+    ValueError
+        If ``chunks`` is not callable or yields something other than pairs, on a shape mismatch,
+        NaN scores, non-binary masks, an ``fpr_limit`` outside (0, 1], no anomalous or no normal
+        pixel, or when the second call yields other scores than the first.
+    """
+    return _pixel_metrics(chunks, fpr_limit, names=("scores", "masks"), prefix=lambda i: f"chunk {i} of `chunks`: ")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from conftest import blob_masks
-from mvgviz.metrics import aupro, auroc, average_precision, image_auroc, pixel_metrics, upsample
+from mvgviz.metrics import aupro, auroc, average_precision, image_auroc, pixel_metrics, pixel_metrics_streamed, upsample
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,3 +205,102 @@ def test_upsample_matches_opencv(src, dst):
         for k in range(3):
             ref = cv2.resize(maps[i, k], (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
             np.testing.assert_allclose(out[i, k], ref, rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# pixel_metrics_streamed
+# --------------------------------------------------------------------------------------------------
+def chunked(maps, masks, bounds, *, kind="numpy"):
+    """chunks() yielding maps[a:b], masks[a:b] for consecutive bounds (a, b)."""
+    conv = torch.from_numpy if kind == "torch" else (lambda a: a)
+    return lambda: ((conv(maps[a:b]), conv(masks[a:b])) for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ties", [True, False])
+def test_pixel_metrics_streamed_equal_the_one_array_version_exactly(dtype, ties):
+    rng = np.random.default_rng(12)
+    n, h, w = 7, 16, 16
+    masks = blob_masks(rng, n, h, w, fraction=0.3, n_good=2, sigma=1.5)
+    if ties:  # a handful of levels: ties within and across images and classes
+        maps = rng.integers(0, 6, masks.shape) + 2 * masks * rng.integers(0, 2, masks.shape)
+    else:
+        maps = rng.standard_normal(masks.shape) + 1.2 * masks
+    maps = maps.astype(dtype)
+    ref = pixel_metrics(maps, masks, fpr_limit=0.2)
+    assert ref["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    if not ties:  # more distinct anomalous scores than pixels in an image: both counting branches run
+        assert np.unique(maps[masks]).size > h * w
+    for bounds in ([0, n], list(range(n + 1)), [0, 3, 4, 4, 7], [0, 1, 6, 7], [0, 5, 7]):
+        for kind in ("numpy", "torch"):
+            got = pixel_metrics_streamed(chunked(maps, masks, bounds, kind=kind), fpr_limit=0.2)
+            assert got == ref, (bounds, kind)  # the same floats, not approximately
+
+
+def test_pixel_metrics_streamed_with_mixed_dtypes_and_list_chunks():
+    rng = np.random.default_rng(13)
+    masks = blob_masks(rng, 4, 12, 12, fraction=0.2)
+    maps = (rng.standard_normal(masks.shape) + masks).astype(np.float32)
+    ref = pixel_metrics(maps, masks)
+    # float32 values are exact in float64: a chunk promoted to float64 changes nothing
+    parts = [(maps[:2], masks[:2]), [maps[2:].astype(np.float64), masks[2:].astype(np.uint8)]]
+    assert pixel_metrics_streamed(lambda: iter(parts)) == ref
+
+
+def test_pixel_metrics_streamed_memory_does_not_follow_the_number_of_images():
+    import tracemalloc
+    h = w = 64
+
+    def chunks(n_images):
+        def gen():
+            for i in range(n_images):
+                rng = np.random.default_rng(i)
+                m = np.zeros((1, h, w), bool)
+                m[0, 10:14, 20:26] = i % 2 == 0  # 24 anomalous pixels in every other image
+                yield rng.standard_normal((1, h, w)) + m, m
+        return gen
+
+    peaks = []
+    for n_images in (10, 80):
+        tracemalloc.start()
+        pixel_metrics_streamed(chunks(n_images))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 80 * h * w * 8 / 4  # far less than the split's maps
+    # 70 more images add their anomalous pixels (O(positives)), not their maps
+    assert peaks[1] - peaks[0] < 0.1 * 70 * h * w * 8
+
+
+def test_pixel_metrics_streamed_errors():
+    rng = np.random.default_rng(14)
+    masks = blob_masks(rng, 3, 8, 8, fraction=0.2)
+    maps = rng.standard_normal(masks.shape)
+    with pytest.raises(ValueError, match="`chunks` must be a callable.*got list"):
+        pixel_metrics_streamed([(maps, masks)])
+    with pytest.raises(ValueError, match=r"chunk 0 of `chunks`: must be a \(`scores`, `masks`\) pair"):
+        pixel_metrics_streamed(lambda: [maps])
+    with pytest.raises(ValueError, match="fpr_limit.*got 0"):
+        pixel_metrics_streamed(chunked(maps, masks, [0, 3]), fpr_limit=0)
+    with pytest.raises(ValueError, match="no anomalous region"):
+        pixel_metrics_streamed(chunked(maps, np.zeros_like(masks), [0, 1, 3]))
+    with pytest.raises(ValueError, match="no anomaly-free"):
+        pixel_metrics_streamed(chunked(maps, np.ones_like(masks), [0, 1, 3]))
+    with pytest.raises(ValueError, match="`scores` must contain at least one image"):
+        pixel_metrics_streamed(lambda: [])
+    bad = maps.copy()
+    bad[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="chunk 1 of `chunks`: `scores` contains NaN"):
+        pixel_metrics_streamed(chunked(bad, masks, [0, 2, 3]))
+    with pytest.raises(ValueError, match=r"chunk 1 of `chunks`: `masks` must have the shape of `scores` \(1, 8, 8\)"):
+        pixel_metrics_streamed(lambda: [(maps[:2], masks[:2]), (maps[2:], masks[2:, :4])])
+    with pytest.raises(ValueError, match=r"chunk 0 of `chunks`: `scores` must be \(N, H, W\)"):
+        pixel_metrics_streamed(lambda: [(maps[0], masks[0])])
+    with pytest.raises(ValueError, match="chunk 0 of `chunks`: `masks` must be binary"):
+        pixel_metrics_streamed(lambda: [(maps, masks * 2)])
+    calls = []
+
+    def shrinking():  # the second call yields one image fewer
+        calls.append(1)
+        return chunked(maps, masks, [0, 3] if len(calls) == 1 else [0, 2])()
+    with pytest.raises(ValueError, match="same scores on every call.*192 scores, the second 128"):
+        pixel_metrics_streamed(shrinking)
