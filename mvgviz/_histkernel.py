@@ -88,31 +88,24 @@ def _height_row(u, i0, i1, h0, h1, out):
 
 
 @nb.njit(**_OPTS)
-def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, n_bins):
-    """All-pixel and positive-pixel histograms of the upsampled y2 maps of components c0..c1-1.
+def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, hist_all, hist_pos):
+    """Add the upsampled y2 maps of components c0..c1-1 to all-pixel and positive-pixel histograms.
 
     Parameters
     ----------
-    y : (N, C, h, w) float32, C-contiguous
+    y : (N, C, h, w) float32, C-contiguous; N images of a chunk
     c0, c1 : component range
     shift, lo, hi : (C,) int64 binning of every component (``ranking._bin_params``):
         bin = clamp(bits >> shift, lo, hi) - lo for the float32 bit pattern ``bits``
     masks : (N, H, W) bool ground truth at the output size
     rows_pos : (N, H) bool, rows of ``masks`` with a positive pixel
-    n_bins : int
-
-    Returns
-    -------
-    hist_all, hist_pos : (c1 - c0, n_bins) int64
+    hist_all, hist_pos : (c1 - c0, n_bins) int64, counts added in place (row c - c0 for component c)
     """
     n_img, _, h, w = y.shape
     out_h, out_w = masks.shape[1], masks.shape[2]
     y0, y1, h0, h1 = _geometry(out_h, h)
     x0, x1, w0, w1 = _geometry(out_w, w)
-    k = c1 - c0
-    hist_all = np.zeros((k, n_bins), np.int64)
-    hist_pos = np.zeros((k, n_bins), np.int64)
-    for ci in range(k):
+    for ci in range(c1 - c0):
         c = c0 + ci
         ha = hist_all[ci]
         hp = hist_pos[ci]
@@ -136,7 +129,6 @@ def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, n_bins):
                     for j in range(out_w):
                         if m[j]:
                             hp[kb[j]] += 1
-    return hist_all, hist_pos
 
 
 @nb.njit(**_OPTS)

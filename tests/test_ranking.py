@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from conftest import blob_masks
 from mvgviz.metrics import upsample
-from mvgviz.ranking import ComponentAUROC, component_aurocs
+from mvgviz.ranking import ComponentAUROC, component_aurocs, component_aurocs_streamed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,8 +148,8 @@ def test_kernel_upsampling_is_bit_identical_to_upsample(h, w, out_h, out_w):
 def _spy_kernel_ranking(monkeypatch):
     import mvgviz.ranking as R
     calls = []
-    real = R._kernel_ranking
-    monkeypatch.setattr(R, "_kernel_ranking", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = R._kernel_histograms
+    monkeypatch.setattr(R, "_kernel_histograms", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
@@ -229,3 +229,124 @@ def test_old_import_location_still_works():
     assert metrics.component_aurocs is component_aurocs and metrics.ComponentAUROC is ComponentAUROC
     with pytest.raises(AttributeError, match="no_such_name"):
         metrics.no_such_name
+
+
+# --------------------------------------------------------------------------------------------------
+# component_aurocs_streamed
+# --------------------------------------------------------------------------------------------------
+def streamed(y, masks, bounds):
+    """chunks() yielding y[a:b], masks[a:b] for consecutive bounds (a, b)."""
+    return lambda: ((y[a:b], masks[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def assert_same_ranking(a, b):
+    np.testing.assert_array_equal(a.auroc, b.auroc)
+    np.testing.assert_array_equal(a.error_bound, b.error_bound)
+    assert a.n_exact == b.n_exact
+
+
+CHUNKINGS = [list(range(7)), [0, 2, 2, 5, 6], [0, 1, 6], [0, 4, 6]]  # 1 image each, uneven with an empty one
+
+
+@pytest.mark.parametrize("dtype,size", [(torch.float32, 56), (torch.float32, 112), (torch.float64, 56)])
+def test_streamed_ranking_does_not_depend_on_the_chunking(dtype, size):
+    y, masks = make_components(dtype, size=size)  # float32 at 112: the numba kernel; else torch ops
+    whole = component_aurocs(y, masks, out_size=(size, size))
+    assert 1 <= whole.n_exact < 10  # both exact and histogram values are compared
+    for bounds in CHUNKINGS:
+        assert_same_ranking(component_aurocs_streamed(streamed(y, masks, bounds), out_size=(size, size)), whole)
+    other = component_aurocs_streamed(streamed(y, masks, CHUNKINGS[1]), out_size=(size, size),
+                                      chunk_components=3, batch_images=2)
+    assert_same_ranking(other, whole)
+
+
+@pytest.mark.parametrize("size", [56, 112])
+def test_streamed_ranking_in_small_groups_with_a_thinned_floor_sample(monkeypatch, size):
+    """Several groups of components (one pass each), a floor sample whose stride doubles while
+    streaming, and exact recomputation in several groups give the same as one chunk."""
+    import mvgviz.ranking as R
+    y, masks = make_components(size=size)
+    monkeypatch.setattr(R, "_FLOOR_SAMPLE", 40)  # 6*49 values per component: stride 4 in the end
+    whole = component_aurocs(y, masks, out_size=(size, size), n_bins=256)
+    monkeypatch.setattr(R, "_GROUP_HIST", {"cpu": 3 * 256, "cuda": 3 * 256})  # groups of 3 components
+    monkeypatch.setattr(R, "_EXACT_VALUES", 1)  # one exactly recomputed component per group
+    assert whole.n_exact >= 2
+    for bounds in CHUNKINGS:
+        assert_same_ranking(component_aurocs_streamed(streamed(y, masks, bounds), out_size=(size, size),
+                                                      n_bins=256), whole)
+    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (size, size))) for c in range(10)])
+    assert np.all(np.abs(whole.auroc - ref) <= whole.error_bound + 1e-12)
+
+
+def test_floor_sample_is_the_global_strided_sample():
+    import mvgviz.ranking as R
+    rng = np.random.default_rng(15)
+    y2 = torch.from_numpy(rng.random((9, 3, 5, 7)))
+    flat = y2.transpose(0, 1).reshape(3, -1)  # (3, 315)
+    for f in (20, 40, 200):
+        stride = next(s for s in (1, 2, 4, 8, 16) if -(-flat.shape[1] // s) <= 2 * f)
+        for bounds in ([0, 9], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [0, 4, 4, 9]):
+            s = R._FloorSample()
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(R, "_FLOOR_SAMPLE", f)
+                for a, b in zip(bounds[:-1], bounds[1:]):
+                    s.add(y2[a:b])
+            assert s.stride == stride
+            torch.testing.assert_close(torch.cat([p for _, p in s.pieces], 1), flat[:, ::stride], rtol=0, atol=0)
+            torch.testing.assert_close(s.vmax, flat.amax(1), rtol=0, atol=0)
+
+
+def test_streamed_ranking_estimates_within_their_bounds_on_random_data():
+    rng = np.random.default_rng(16)
+    for trial in range(3):
+        n, c, h = int(rng.integers(3, 6)), int(rng.integers(2, 6)), int(rng.integers(3, 9))
+        size = (int(rng.integers(20, 70)), int(rng.integers(20, 70)))
+        masks = torch.from_numpy(rng.random((n, *size)) < rng.uniform(0.05, 0.5))
+        masks[0, 0, 0], masks[0, 0, 1] = True, False
+        y = torch.from_numpy(rng.standard_normal((n, c, h, h + 1)) * rng.uniform(0.1, 10, (1, c, 1, 1)))
+        y = y.to(torch.float32 if trial % 2 else torch.float64)
+        bounds = sorted({0, n, *rng.integers(0, n, 2).tolist()})
+        res = component_aurocs_streamed(streamed(y, masks, bounds), out_size=size, n_bins=int(rng.integers(8, 300)))
+        ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, k, size)) for k in range(c)])
+        assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-12)
+        assert np.all(res.error_bound <= 1e-3)
+
+
+def test_streamed_ranking_errors():
+    y, masks = make_components()
+    size = (56, 56)
+    with pytest.raises(ValueError, match="`chunks` must be a callable"):
+        component_aurocs_streamed([(y, masks)], out_size=size)
+    with pytest.raises(ValueError, match=r"chunk 1 of `chunks`: `masks` must be \(N, H, W\) = \(2, 56, 56\)"):
+        component_aurocs_streamed(lambda: [(y[:2], masks[:2]), (y[2:4], masks[2:4, :50])], out_size=size)
+    with pytest.raises(ValueError, match=r"chunk 1 of `chunks`: `y` must be \(n, 10, 7, 7\) torch.float32"):
+        component_aurocs_streamed(lambda: [(y[:2], masks[:2]), (y[2:].double(), masks[2:])], out_size=size)
+    with pytest.raises(ValueError, match=r"chunk 0 of `chunks`: must be a \(`y`, `masks`\) pair"):
+        component_aurocs_streamed(lambda: [y], out_size=size)
+    bad = y.clone()
+    bad[3, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="chunk 1 of `chunks`: `y` contains NaN or infinite"):
+        component_aurocs_streamed(streamed(bad, masks, [0, 3, 6]), out_size=size)
+    with pytest.raises(ValueError, match="chunk 2 of `chunks`: `masks` must be binary"):
+        component_aurocs_streamed(lambda: [(y[:2], masks[:2]), (y[2:2], masks[2:2]),
+                                           (y[2:], masks[2:].to(torch.uint8) * 3)], out_size=size)
+    with pytest.raises(ValueError, match="at least one image, got none"):
+        component_aurocs_streamed(lambda: [], out_size=size)
+    with pytest.raises(ValueError, match="masks.*both classes"):
+        component_aurocs_streamed(streamed(y, masks & False, [0, 3, 6]), out_size=size)
+    calls = []
+
+    def shrinking():  # later calls yield one image fewer
+        calls.append(1)
+        return streamed(y, masks, [0, 3, 6] if len(calls) == 1 else [0, 3, 5])()
+    with pytest.raises(ValueError, match="same images on every call: the first pass saw 6 images, a later one 5"):
+        component_aurocs_streamed(shrinking, out_size=size)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_streamed_ranking_on_cuda_does_not_depend_on_the_chunking():
+    y, masks = make_components()
+    y, masks = y.cuda(), masks.cuda()
+    whole = component_aurocs(y, masks, out_size=(56, 56))
+    for bounds in CHUNKINGS:
+        assert_same_ranking(component_aurocs_streamed(streamed(y, masks, bounds), out_size=(56, 56)), whole)
