@@ -14,8 +14,9 @@ operation for operation, fused multiply-adds included: first along the width at 
 row, ``fma(w0, a, w1 * b)``, then along the height, ``fma(h0, r0, h1 * r1)``. The caller checks
 that the result is bit-identical to ``F.interpolate`` on the data at hand before trusting the
 kernel (``ranking._kernel_matches_torch``); where it is not (small outputs, e.g. 7x7 -> 56x56,
-take another torch code path that rounds differently), the torch path runs instead. :func:`upsample_component` gives the very values
-the histograms count.
+take another torch code path that rounds differently), the torch path runs instead.
+:func:`upsample_component` gives the very values the histograms count. The histograms are
+added into arrays the caller owns, so the caller can stream images through them chunk by chunk.
 
 Imported lazily by :mod:`mvgviz.ranking` (importing numba takes ~0.3 s); compiled code is cached on
 disk (``cache=True``: next to this file when writable, else numba's user cache directory).

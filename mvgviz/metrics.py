@@ -13,8 +13,11 @@ Conventions
 * Pixel metrics take score maps already upsampled to the input resolution; :func:`upsample` is the
   one definition of that upsampling (bilinear, ``align_corners=False``, the same as OpenCV's
   ``INTER_LINEAR``) shared by the whole package.
+* :func:`pixel_metrics_streamed` computes the pixel metrics over image chunks in two passes, equal
+  to the last bit to :func:`pixel_metrics` on the whole split, holding only the anomalous pixels
+  and one chunk.
 * The ranking of whitened components by their single-component pixel AUROC lives in
-  :mod:`mvgviz.ranking`.
+  :mod:`mvgviz.ranking` (``component_aurocs`` is still importable from here).
 """
 
 from __future__ import annotations
