@@ -32,7 +32,7 @@ _API = {
     "evaluate": "evaluate",
     "auroc": "metrics", "average_precision": "metrics", "aupro": "metrics", "pixel_metrics": "metrics",
     "upsample": "metrics",
-    "component_aurocs": "metrics",
+    "component_aurocs": "ranking",
     "MVG": "models", "State": "models", "METHODS": "models",
     "GridSpec": "render", "grid_data": "render", "render_raster": "render", "render_figure": "render",
     "export_figure": "export",

@@ -1,4 +1,4 @@
-"""CPU kernels of :func:`mvgviz.metrics.component_aurocs` (compiled with numba).
+"""CPU kernels of :func:`mvgviz.ranking.component_aurocs` (compiled with numba).
 
 The ranking histograms every upsampled ``y2_c`` value of every component: ~4e9 values for 496
 components over 160 images at 224x224. Materialising each upsampled map and binning it with
@@ -13,11 +13,12 @@ as :func:`mvgviz.metrics.upsample`, and reproduces torch's CPU ``F.interpolate``
 operation for operation, fused multiply-adds included: first along the width at every feature
 row, ``fma(w0, a, w1 * b)``, then along the height, ``fma(h0, r0, h1 * r1)``. The caller checks
 that the result is bit-identical to ``F.interpolate`` on the data at hand before trusting the
-kernel (``metrics._kernel_matches_torch``); where it is not (small outputs, e.g. 7x7 -> 56x56,
-take another torch code path that rounds differently), the torch path runs instead. :func:`upsample_component` gives the very values
-the histograms count.
+kernel (``ranking._kernel_matches_torch``); where it is not (small outputs, e.g. 7x7 -> 56x56,
+take another torch code path that rounds differently), the torch path runs instead.
+:func:`upsample_component` gives the very values the histograms count. The histograms are
+added into arrays the caller owns, so the caller can stream images through them chunk by chunk.
 
-Imported lazily by :mod:`mvgviz.metrics` (importing numba takes ~0.3 s); compiled code is cached on
+Imported lazily by :mod:`mvgviz.ranking` (importing numba takes ~0.3 s); compiled code is cached on
 disk (``cache=True``: next to this file when writable, else numba's user cache directory).
 """
 
@@ -88,31 +89,24 @@ def _height_row(u, i0, i1, h0, h1, out):
 
 
 @nb.njit(**_OPTS)
-def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, n_bins):
-    """All-pixel and positive-pixel histograms of the upsampled y2 maps of components c0..c1-1.
+def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, hist_all, hist_pos):
+    """Add the upsampled y2 maps of components c0..c1-1 to all-pixel and positive-pixel histograms.
 
     Parameters
     ----------
-    y : (N, C, h, w) float32, C-contiguous
+    y : (N, C, h, w) float32, C-contiguous; N images of a chunk
     c0, c1 : component range
-    shift, lo, hi : (C,) int64 binning of every component (``metrics._bin_params``):
+    shift, lo, hi : (C,) int64 binning of every component (``ranking._bin_params``):
         bin = clamp(bits >> shift, lo, hi) - lo for the float32 bit pattern ``bits``
     masks : (N, H, W) bool ground truth at the output size
     rows_pos : (N, H) bool, rows of ``masks`` with a positive pixel
-    n_bins : int
-
-    Returns
-    -------
-    hist_all, hist_pos : (c1 - c0, n_bins) int64
+    hist_all, hist_pos : (c1 - c0, n_bins) int64, counts added in place (row c - c0 for component c)
     """
     n_img, _, h, w = y.shape
     out_h, out_w = masks.shape[1], masks.shape[2]
     y0, y1, h0, h1 = _geometry(out_h, h)
     x0, x1, w0, w1 = _geometry(out_w, w)
-    k = c1 - c0
-    hist_all = np.zeros((k, n_bins), np.int64)
-    hist_pos = np.zeros((k, n_bins), np.int64)
-    for ci in range(k):
+    for ci in range(c1 - c0):
         c = c0 + ci
         ha = hist_all[ci]
         hp = hist_pos[ci]
@@ -136,7 +130,6 @@ def component_histograms(y, c0, c1, shift, lo, hi, masks, rows_pos, n_bins):
                     for j in range(out_w):
                         if m[j]:
                             hp[kb[j]] += 1
-    return hist_all, hist_pos
 
 
 @nb.njit(**_OPTS)

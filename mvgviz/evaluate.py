@@ -46,7 +46,7 @@ def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunk
         ``image_auroc``, ``pixel_auroc``, ``pixel_aupr`` (average precision), ``aupro``: float or
         None; ``note``: "" or why some metric is None.
     """
-    from .metrics import auroc
+    from .metrics import auroc, pixel_metrics_streamed
     out: dict = dict.fromkeys(METRICS)
     notes = []
     scores = np.asarray(image_scores, dtype=np.float64)
@@ -67,16 +67,6 @@ def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunk
         elif not notes:
             notes.append("the test images have no ground-truth masks")
     else:
-        out.update(_pixel_metrics(pixel_chunks, fpr_limit))
+        out.update(pixel_metrics_streamed(pixel_chunks, fpr_limit=fpr_limit))
     out["note"] = "; ".join(dict.fromkeys(n for n in notes if n))
     return out
-
-
-def _pixel_metrics(pixel_chunks: Chunks, fpr_limit: float) -> dict:
-    from . import metrics
-    streamed = getattr(metrics, "pixel_metrics_streamed", None)
-    if streamed is not None:
-        return streamed(pixel_chunks, fpr_limit=fpr_limit)
-    import torch  # until the streamed metrics land: one concatenation
-    maps, masks = zip(*[(torch.as_tensor(s).cpu(), torch.as_tensor(m).cpu()) for s, m in pixel_chunks()])
-    return metrics.pixel_metrics(torch.cat(maps), torch.cat(masks), fpr_limit=fpr_limit)

@@ -1,4 +1,4 @@
-"""Evaluation metrics: image/pixel AUROC, average precision, AUPRO and per-component AUROC.
+"""Exact evaluation metrics: image/pixel AUROC, average precision, AUPRO, and the upsampling.
 
 All scores are used raw (no sigmoid, no normalisation): Mahalanobis values are large and a sigmoid
 in float32 saturates them, which silently ruins the ranking (see METHOD.md, "Metrics").
@@ -9,23 +9,22 @@ Conventions
   ``sklearn.metrics.average_precision_score``: tied scores count as half a correctly ordered pair,
   and the AUPR is the step-wise *average precision*, not a trapezoid under the PR curve.
 * The exact metrics sort on the CPU with NumPy (float32 scores stay float32: their order is
-  exact); :func:`component_aurocs` works on the input's device (CUDA when given CUDA tensors).
+  exact).
 * Pixel metrics take score maps already upsampled to the input resolution; :func:`upsample` is the
   one definition of that upsampling (bilinear, ``align_corners=False``, the same as OpenCV's
   ``INTER_LINEAR``) shared by the whole package.
-* :func:`component_aurocs` ranks every whitened component ``y2_c = y_c**2`` by its pixel AUROC with
-  histograms and a guaranteed error bound (exact fallback where the bound exceeds ``tol``).
+* :func:`pixel_metrics_streamed` computes the pixel metrics over image chunks in two passes, equal
+  to the last bit to :func:`pixel_metrics` on the whole split, holding only the anomalous pixels
+  and one chunk.
+* The ranking of whitened components by their single-component pixel AUROC lives in
+  :mod:`mvgviz.ranking` (``component_aurocs`` is still importable from here).
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 import torch
@@ -33,13 +32,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 __all__ = [
-    "ComponentAUROC",
     "aupro",
     "auroc",
     "average_precision",
-    "component_aurocs",
     "image_auroc",
     "pixel_metrics",
+    "pixel_metrics_streamed",
     "upsample",
 ]
 
@@ -49,26 +47,6 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 # (3, 3, 3) structure whose only non-zero plane is the middle one labels a (N, H, W) stack in one call.
 _REGION_STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
 _REGION_STRUCTURE[1] = True
-
-# component_aurocs binning (see _bin_params): values below the _FLOOR_QUANTILE quantile of a
-# component's feature-resolution values share the lowest bin, and the binned range never spans more
-# than _MAX_OCTAVES octaves below the component's maximum.
-_FLOOR_QUANTILE = 1e-3
-_FLOOR_SAMPLE = 1 << 16
-_MAX_OCTAVES = 32
-# Default chunk size of component_aurocs, in upsampled values per step: a few MB of working memory on
-# the CPU (the chunk stays in cache), a few hundred MB on a GPU.
-_TARGET_CHUNK = {"cpu": 1 << 21, "cuda": 1 << 25}
-# Histogram entries per step (components in a chunk * n_bins): cache-sized on the CPU, 64 MB per
-# histogram on a GPU.
-_TARGET_HIST = {"cpu": 1 << 18, "cuda": 1 << 23}
-_MAX_BINS = 1 << 24
-_MAX_HIST = (1 << 31) - 1  # bin indices of a chunk are int32
-# The numba CPU kernels (mvgviz._histkernel), loaded on first use; False when numba is missing.
-_KERNEL = None
-# float dtype -> (int dtype of the same width, mantissa bits, NumPy int dtype)
-_BITS = {torch.float32: (torch.int32, 23, np.int32), torch.float64: (torch.int64, 52, np.int64)}
-
 
 # --------------------------------------------------------------------------------------------------
 # Input conversion and validation
@@ -149,9 +127,9 @@ class _Thresholds:
 
     Every metric here only changes at those thresholds: the ROC and PR curves between two of
     them are straight (or flat) segments, so evaluating at them is exact, ties included.
-    Built from one ascending sort of all n scores (NumPy's vectorised sort, ~30 ms for 8M
-    float32 on this CPU) and a sort of the P positives, with ``searchsorted`` in between:
-    O(n log n) once, then O(P log n).
+    Built by :class:`_ThresholdCounts` in two passes over the scores (one pass when they are a
+    single array): a sort of the P positives, then, for each of the U distinct positive scores,
+    the number of all scores below and at most it.
 
     Attributes (all (U,) arrays, U distinct positive scores, descending)
     ----------
@@ -180,21 +158,74 @@ class _Thresholds:
         return self.all_gt - (self.pos_ge - self.pos_eq)
 
 
+class _ThresholdCounts:
+    """Builds :class:`_Thresholds` from scores seen in chunks, in two passes.
+
+    Pass 1, :meth:`add_positives` for every chunk: keeps the positives' scores (P values, in the
+    order seen) and counts all scores. :meth:`levels` then sorts the positives once. Pass 2,
+    :meth:`count` for every chunk of the same scores: adds, for each distinct positive score u,
+    the chunk's number of scores ``< u`` and ``<= u``. These are integer sums, so any chunking
+    of the same scores in the same order gives exactly the thresholds of one array. Memory:
+    O(P + U) plus one chunk.
+    """
+
+    def __init__(self) -> None:
+        self._pos: list[np.ndarray] = []
+        self.n = 0  # scores seen in pass 1
+        self._n_counted = 0  # scores seen in pass 2
+        self.u = self._order = self._start = self._pos_eq = self._lt = self._le = None
+
+    def add_positives(self, s: np.ndarray, positive: np.ndarray) -> None:
+        """Pass 1. s: (n,) float scores; positive: (n,) bool, or int indices of the positives in s."""
+        self._pos.append(s[positive])
+        self.n += s.size
+
+    def levels(self) -> np.ndarray:
+        """End of pass 1: the (U,) ascending distinct positive scores (at least one positive)."""
+        pos = np.concatenate(self._pos) if len(self._pos) != 1 else self._pos[0]  # (P,) in data order
+        self._pos = [pos]
+        self._order = np.argsort(pos, kind="stable")  # (P,)
+        self.u, self._start, self._pos_eq = np.unique(pos[self._order], return_index=True,
+                                                      return_counts=True)  # (U,) ascending
+        self._lt = np.zeros(self.u.size, np.int64)
+        self._le = np.zeros(self.u.size, np.int64)
+        return self.u
+
+    def count(self, s: np.ndarray) -> None:
+        """Pass 2. s: (n,) float scores of the next chunk."""
+        u = self.u
+        if u.size <= s.size:  # sort the chunk, find each level in it: O(n log n + U log n)
+            s_sorted = np.sort(s)
+            self._lt += np.searchsorted(s_sorted, u, side="left")
+            self._le += np.searchsorted(s_sorted, u, side="right")
+        else:  # a small chunk: find each score among the levels, O(n log U + U)
+            # s < u_k iff #{levels <= s} <= k; s <= u_k iff #{levels < s} <= k
+            self._lt += np.cumsum(np.bincount(np.searchsorted(u, s, side="right"), minlength=u.size + 1)[:-1])
+            self._le += np.cumsum(np.bincount(np.searchsorted(u, s, side="left"), minlength=u.size + 1)[:-1])
+        self._n_counted += s.size
+
+    def thresholds(self) -> _Thresholds:
+        """End of pass 2."""
+        if self._n_counted != self.n:
+            raise ValueError(f"`chunks` must yield the same scores on every call: the first pass saw "
+                             f"{self.n} scores, the second {self._n_counted}")
+        n, pos_eq = self.n, self._pos_eq
+        n_pos = int(self._order.size)
+        pos_lt = np.cumsum(pos_eq) - pos_eq  # (U,) positives below u
+        rev = slice(None, None, -1)  # highest threshold first
+        return _Thresholds(pos_eq=pos_eq[rev].astype(np.int64), pos_ge=(n_pos - pos_lt)[rev].astype(np.int64),
+                           all_ge=(n - self._lt)[rev].astype(np.int64), all_gt=(n - self._le)[rev].astype(np.int64),
+                           pos_idx_start=self._start[rev].astype(np.int64), order=self._order,
+                           n_pos=n_pos, n_neg=int(n - n_pos))
+
+
 def _thresholds(s: np.ndarray, lab: np.ndarray) -> _Thresholds:
-    """s: (n,) float scores (no NaN), lab: (n,) bool with at least one positive."""
-    n = s.size
-    all_sorted = np.sort(s)  # (n,) ascending
-    pos = s[lab]  # (P,)
-    order = np.argsort(pos, kind="stable")  # (P,)
-    u, start, pos_eq = np.unique(pos[order], return_index=True, return_counts=True)  # (U,) ascending
-    pos_lt = np.cumsum(pos_eq) - pos_eq  # (U,) positives below u
-    all_lt = np.searchsorted(all_sorted, u, side="left")  # (U,)
-    all_le = np.searchsorted(all_sorted, u, side="right")
-    rev = slice(None, None, -1)  # highest threshold first
-    return _Thresholds(pos_eq=pos_eq[rev].astype(np.int64), pos_ge=(pos.size - pos_lt)[rev].astype(np.int64),
-                       all_ge=(n - all_lt)[rev].astype(np.int64), all_gt=(n - all_le)[rev].astype(np.int64),
-                       pos_idx_start=start[rev].astype(np.int64), order=order,
-                       n_pos=int(pos.size), n_neg=int(n - pos.size))
+    """One array: s: (n,) float scores (no NaN), lab: (n,) bool with at least one positive."""
+    tc = _ThresholdCounts()
+    tc.add_positives(s, lab)
+    tc.levels()
+    tc.count(s)
+    return tc.thresholds()
 
 
 def _auroc_from(t: _Thresholds) -> float:
@@ -316,23 +347,22 @@ def image_auroc(image_scores: ArrayLike, image_labels: ArrayLike) -> float:
 # --------------------------------------------------------------------------------------------------
 # AUPRO
 # --------------------------------------------------------------------------------------------------
-def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
-    """PRO weight of every pixel: ``1 / (|region| * n_regions)`` inside a region, 0 outside.
+def _region_weights(region_ids: np.ndarray, n_regions: int) -> np.ndarray:
+    """PRO weight ``1 / (|region| * n_regions)`` of every anomalous pixel.
 
     Parameters
     ----------
-    masks : (N, H, W) bool
+    region_ids : (P,) int64, the 8-connected region (1..n_regions) of every anomalous pixel
+    n_regions : int, number of regions over all images
 
     Returns
     -------
-    weights : (N*H*W,) float64, summing to 1
-    n_regions : int, number of 8-connected regions over all images
+    (P,) float64, summing to 1
     """
-    regions, n_regions = ndimage.label(masks, structure=_REGION_STRUCTURE)  # (N, H, W) int, 0 = normal
-    sizes = np.bincount(regions.ravel())  # (n_regions + 1,)
+    sizes = np.bincount(region_ids, minlength=n_regions + 1)  # (n_regions + 1,)
     per_region = np.zeros(n_regions + 1)
     per_region[1:] = 1.0 / (sizes[1:].astype(np.float64) * n_regions)
-    return per_region[regions.ravel()], int(n_regions)
+    return per_region[region_ids]
 
 
 def _integrate_to(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
@@ -350,21 +380,76 @@ def _integrate_to(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
     return area / fpr_limit
 
 
-def _check_aupro_inputs(score_maps, masks, fpr_limit) -> tuple[torch.Tensor, np.ndarray]:
-    s = _as_tensor(score_maps, "score_maps")
-    if s.ndim != 3:
-        raise ValueError(f"`score_maps` must be (N, H, W), got shape {tuple(s.shape)}")
-    m = _as_tensor(masks, "masks")
-    if tuple(m.shape) != tuple(s.shape):
-        raise ValueError(f"`masks` must have the shape of `score_maps` {tuple(s.shape)}, got {tuple(m.shape)}")
-    m = _labels_1d(m, m.numel(), torch.device("cpu"), "masks", "score_maps").reshape(s.shape).numpy()
-    if not (isinstance(fpr_limit, numbers.Real) and 0.0 < fpr_limit <= 1.0):
+def _check_fpr_limit(fpr_limit) -> float:
+    if isinstance(fpr_limit, bool) or not (isinstance(fpr_limit, numbers.Real) and 0.0 < fpr_limit <= 1.0):
         raise ValueError(f"`fpr_limit` must be a float in (0, 1], got {fpr_limit!r}")
-    if not m.any():
-        raise ValueError("`masks` contains no anomalous region: the PRO is undefined")
-    if m.all():
-        raise ValueError("`masks` contains no anomaly-free pixel: the FPR is undefined")
-    return s, m
+    return float(fpr_limit)
+
+
+def _check_chunks(chunks) -> None:
+    if not callable(chunks):
+        raise ValueError("`chunks` must be a callable returning a fresh iterable of chunks, "
+                         f"got {type(chunks).__name__}")
+
+
+def _pairs(chunks, what: str, prefix):
+    """Iterate ``chunks()``, checking that every item is a pair; yields (i, first, second)."""
+    for i, item in enumerate(chunks()):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"{prefix(i)}must be a {what} pair, got {type(item).__name__}")
+        yield i, item[0], item[1]
+
+
+def _pixel_metrics(chunks, fpr_limit, *, names: tuple[str, str], prefix) -> dict:
+    """Pixel AUROC, AUPR and AUPRO of the score maps of ``chunks()``, in two passes.
+
+    ``names`` are the names of the score maps and masks in error messages, ``prefix(i)`` the
+    words before an error of chunk i (empty for a single array).
+    """
+    fpr_limit = _check_fpr_limit(fpr_limit)
+    _check_chunks(chunks)
+    s_name, m_name = names
+    tc = _ThresholdCounts()
+    region_ids = []  # (P_i,) int64 region of each anomalous pixel, chunk by chunk
+    n_regions = n_images = 0
+    # Pass 1: the anomalous pixels' scores and regions; regions never cross images, so labelling
+    # each chunk's images and numbering on from the previous chunks gives one global labelling.
+    for i, s, m in _pairs(chunks, f"(`{s_name}`, `{m_name}`)", prefix):
+        s, m = _as_tensor(s, s_name), _as_tensor(m, m_name)
+        if s.ndim != 3:
+            raise ValueError(f"{prefix(i)}`{s_name}` must be (N, H, W), got shape {tuple(s.shape)}")
+        if tuple(m.shape) != tuple(s.shape):
+            raise ValueError(f"{prefix(i)}`{m_name}` must have the shape of `{s_name}` {tuple(s.shape)}, "
+                             f"got {tuple(m.shape)}")
+        if s.numel() == 0:
+            continue
+        try:
+            lab = _labels_1d(m, m.numel(), torch.device("cpu"), m_name, s_name).numpy()  # (n*H*W,) bool
+            s_np = _np_scores(_scores_1d(s, s_name))  # (n*H*W,)
+        except ValueError as e:
+            raise ValueError(f"{prefix(i)}{e}") from None
+        tc.add_positives(s_np, lab)
+        n_images += s.shape[0]
+        if lab.any():
+            regions, k = ndimage.label(lab.reshape(s.shape), structure=_REGION_STRUCTURE)  # (n, H, W)
+            region_ids.append(regions.reshape(-1)[lab].astype(np.int64) + n_regions)
+            n_regions += k
+    n_pos = sum(r.size for r in region_ids)
+    if n_images == 0:
+        raise ValueError(f"`{s_name}` must contain at least one image, got none")
+    if n_pos == 0:
+        raise ValueError(f"`{m_name}` contains no anomalous region: the PRO is undefined")
+    if n_pos == tc.n:
+        raise ValueError(f"`{m_name}` contains no anomaly-free pixel: the FPR is undefined")
+    # Pass 2: the number of all scores below / at most each distinct anomalous score.
+    tc.levels()
+    for _, s, _ in _pairs(chunks, f"(`{s_name}`, `{m_name}`)", prefix):
+        s = _as_tensor(s, s_name)
+        if s.numel():
+            tc.count(_np_scores(_scores_1d(s, s_name)))
+    t = tc.thresholds()
+    weights = _region_weights(np.concatenate(region_ids), n_regions)  # (P,) in data order
+    return {"pixel_auroc": _auroc_from(t), "pixel_aupr": _ap_from(t), "aupro": _aupro_from(t, weights, fpr_limit)}
 
 
 def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) -> float:
@@ -374,9 +459,10 @@ def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) ->
     anomaly-free pixels of all N images; PRO(t) is the mean over all regions of the fraction of the
     region's pixels scoring >= t. The exact curve (every distinct score a threshold, from (0, 0);
     between two scores of anomalous pixels it is straight, so it is built at those, see
-    ``_aupro_from``) comes from one sort and is integrated with the trapezoid rule from 0 to ``fpr_limit`` (the curve
-    is linearly interpolated at ``fpr_limit``) and divided by ``fpr_limit``: a perfect detector gets
-    1.0, one that ranks every normal pixel above every anomalous one gets 0.
+    ``_aupro_from``) comes from one sort and is integrated with the trapezoid rule from 0 to
+    ``fpr_limit`` (the curve is linearly interpolated at ``fpr_limit``) and divided by
+    ``fpr_limit``: a perfect detector gets 1.0, one that ranks every normal pixel above every
+    anomalous one gets 0. Equal to ``pixel_metrics(score_maps, masks)["aupro"]``.
 
     Parameters
     ----------
@@ -394,14 +480,13 @@ def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) ->
     ValueError
         On shape mismatch, NaN scores, an ``fpr_limit`` outside (0, 1], no region, or no normal pixel.
     """
-    s, m = _check_aupro_inputs(score_maps, masks, fpr_limit)
-    lab = m.reshape(-1)  # (n,) bool
-    weights, _ = _region_weights(m)  # (n,)
-    return _aupro_from(_thresholds(_np_scores(_scores_1d(s, "score_maps")), lab), weights[lab], float(fpr_limit))
+    return pixel_metrics(score_maps, masks, fpr_limit=fpr_limit)["aupro"]
 
 
 def pixel_metrics(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) -> dict:
     """Pixel AUROC, pixel AUPR (average precision) and AUPRO from one shared sort.
+
+    The same computation as :func:`pixel_metrics_streamed` with the whole split as one chunk.
 
     Parameters
     ----------
@@ -414,13 +499,49 @@ def pixel_metrics(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float =
     dict
         ``{"pixel_auroc": float, "pixel_aupr": float, "aupro": float}``; ``pixel_aupr`` is the
         step-wise average precision (as :func:`average_precision`), not a trapezoid.
+
+    Raises
+    ------
+    ValueError
+        On shape mismatch, NaN scores, an ``fpr_limit`` outside (0, 1], no region, or no normal pixel.
     """
-    s, m = _check_aupro_inputs(score_maps, masks, fpr_limit)
-    lab = m.reshape(-1)  # (N*H*W,) bool
-    t = _thresholds(_np_scores(_scores_1d(s, "score_maps")), lab)
-    weights, _ = _region_weights(m)  # (N*H*W,)
-    return {"pixel_auroc": _auroc_from(t), "pixel_aupr": _ap_from(t),
-            "aupro": _aupro_from(t, weights[lab], float(fpr_limit))}
+    return _pixel_metrics(lambda: ((score_maps, masks),), fpr_limit, names=("score_maps", "masks"),
+                          prefix=lambda i: "")
+
+
+def pixel_metrics_streamed(chunks: Callable[[], Iterable[tuple[ArrayLike, ArrayLike]]], *,
+                           fpr_limit: float = 0.3) -> dict:
+    """:func:`pixel_metrics` over image chunks, never holding more than one chunk's maps.
+
+    Equal, to the last bit, to :func:`pixel_metrics` on the concatenation of the chunks (any
+    chunking, chunks of different sizes, float32 or float64). Two passes over ``chunks()``: the
+    first keeps the scores of the anomalous pixels and their 8-connected regions (labelled chunk
+    by chunk: regions never cross images) and counts the others; the second counts, for each
+    distinct anomalous score u, all scores below u and at most u (integer sums, independent of
+    the chunking). Memory: O(anomalous pixels) plus one chunk.
+
+    Parameters
+    ----------
+    chunks : callable, ``chunks() -> iterable of (scores, masks)``
+        Called twice; each call must yield the same chunks in the same order. ``scores``: (n, H, W)
+        float array or tensor, already upsampled to the masks' resolution (on any device; it is
+        copied to the CPU); ``masks``: (n, H, W) bool or 0/1. Chunks may hold any number of images,
+        including none.
+    fpr_limit : float, keyword-only, in (0, 1], default 0.3, passed to the AUPRO
+
+    Returns
+    -------
+    dict
+        ``{"pixel_auroc": float, "pixel_aupr": float, "aupro": float}``, as :func:`pixel_metrics`.
+
+    Raises
+    ------
+    ValueError
+        If ``chunks`` is not callable or yields something other than pairs, on a shape mismatch,
+        NaN scores, non-binary masks, an ``fpr_limit`` outside (0, 1], no anomalous or no normal
+        pixel, or when the second call yields other scores than the first.
+    """
+    return _pixel_metrics(chunks, fpr_limit, names=("scores", "masks"), prefix=lambda i: f"chunk {i} of `chunks`: ")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,325 +570,10 @@ def upsample(maps: torch.Tensor, out_size) -> torch.Tensor:
     return F.interpolate(maps, size=_check_out_size(out_size), mode="bilinear", align_corners=False)
 
 
-@contextmanager
-def _single_threaded_torch():
-    """torch intra-op threads = 1 for the duration (the caller parallelises over threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@dataclass(frozen=True)
-class ComponentAUROC:
-    """Pixel AUROC of every whitened component of one layer.
-
-    Attributes
-    ----------
-    auroc : (C,) float64, read-only
-        AUROC of the upsampled ``y2_c`` map of each component against the pixel masks.
-    error_bound : (C,) float64, read-only
-        Guaranteed ``|auroc - exact AUROC|`` bound; 0 where the component was computed exactly.
-    n_exact : int
-        How many components were recomputed exactly (bound above ``tol``, or a contender for
-        the best component).
-    """
-
-    auroc: np.ndarray
-    error_bound: np.ndarray
-    n_exact: int
-
-    def __post_init__(self) -> None:
-        for name in ("auroc", "error_bound"):
-            a = np.array(getattr(self, name), dtype=np.float64)  # own copy, then frozen
-            a.setflags(write=False)
-            object.__setattr__(self, name, a)
-        object.__setattr__(self, "n_exact", int(self.n_exact))
-
-
-def _bin_params(y2: torch.Tensor, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-component bit shift and lowest bin index of the log-like histogram binning.
-
-    A non-negative float's bit pattern, read as an integer, increases with the value; dropping its
-    ``shift`` lowest bits groups 2**shift consecutive floats, i.e. bins of constant relative width
-    (at most 2**(shift - mantissa bits)) -- log-spaced bins at the cost of one integer shift. For
-    component c the binned range is [floor_c, max_c] where max_c is the largest feature-resolution
-    value (no upsampled value exceeds it, up to rounding) and floor_c its ``_FLOOR_QUANTILE``
-    quantile, estimated from a strided sample of at most ``_FLOOR_SAMPLE`` values (but at most
-    ``_MAX_OCTAVES`` octaves below max_c); the smallest shift that fits that
-    range in ``n_bins`` bins is used. Values outside the range are clamped into the end bins, which
-    keeps the binning monotone, so the error bound stays valid whatever the data.
-
-    Parameters
-    ----------
-    y2 : (N, K, h, w) float tensor, squared whitened features at feature resolution
-    n_bins : int
-
-    Returns
-    -------
-    shift, lo, hi : (K,) int64 NumPy arrays; bin = clamp(bits >> shift, lo, hi) - lo, hi - lo < n_bins
-    """
-    k = y2.shape[1]
-    flat = y2.transpose(0, 1).reshape(k, -1)  # (K, N*h*w)
-    vmax = flat.amax(1)  # (K,)
-    # The floor only places the bins (any floor keeps the bound valid): a strided sample of at most
-    # _FLOOR_SAMPLE values per component estimates the quantile well enough, deterministically.
-    sample = flat[:, ::max(1, flat.shape[1] // _FLOOR_SAMPLE)]
-    q = sample.kthvalue(max(1, math.ceil(_FLOOR_QUANTILE * sample.shape[1])), dim=1).values  # (K,)
-    vmax_np, q_np = vmax.cpu().numpy(), q.cpu().numpy()
-    floor = np.maximum(q_np, vmax_np * np.asarray(2.0 ** -_MAX_OCTAVES, dtype=vmax_np.dtype))
-    np_int = _BITS[y2.dtype][2]
-    b_max = vmax_np.view(np_int).astype(np.int64)[None]  # (1, K)
-    b_min = np.minimum(floor, vmax_np).view(np_int).astype(np.int64)[None]
-    shifts = np.arange(8 * y2.element_size())[:, None]  # (S, 1); the largest keeps only the sign bit
-    fits = (b_max >> shifts) - (b_min >> shifts) <= n_bins - 1  # (S, K)
-    shift = fits.argmax(0)  # (K,) smallest shift that fits
-    lo = b_min[0] >> shift
-    return shift, lo, np.minimum(lo + (n_bins - 1), np.iinfo(np_int).max)
-
-
-def _component_histograms(y: torch.Tensor, c0: int, c1: int, n_bins: int, out_size: tuple[int, int],
-                          batches: list[tuple[int, int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """All-pixel and positive-pixel histograms of components c0..c1-1.
-
-    Returns
-    -------
-    hist_all, hist_pos : (K, n_bins) int64 tensors on y's device, K = c1 - c0
-    """
-    k, dev = c1 - c0, y.device
-    int_dtype = _BITS[y.dtype][0]
-    shift_t, lo_t, hi_t = (torch.as_tensor(p, dtype=int_dtype, device=dev).view(k, 1)
-                           for p in _bin_params(y[:, c0:c1].square(), n_bins))  # (K, 1) each
-    off_t = torch.arange(k, dtype=int_dtype, device=dev).view(k, 1) * n_bins - lo_t  # bin -> row c of (K, n_bins)
-    hist_all = torch.zeros(k * n_bins, dtype=torch.int64, device=dev)
-    hist_pos = torch.zeros(k * n_bins, dtype=torch.int64, device=dev)
-    for i0, i1, pos_idx in batches:
-        y2 = y[i0:i1, c0:c1].square().transpose(0, 1).contiguous()  # (K, n, h, w)
-        s = upsample(y2, out_size).contiguous()  # (K, n, H, W), exactly F.interpolate(y[:, c:c+1]**2)
-        bins = s.view(int_dtype).view(k, -1)  # (K, n*H*W) bit patterns, reused in place
-        bins.bitwise_right_shift_(shift_t).clamp_(min=lo_t, max=hi_t).add_(off_t)  # flat (K, n_bins) index
-        hist_all += torch.bincount(bins.view(-1), minlength=k * n_bins)
-        if pos_idx.numel():
-            hist_pos += torch.bincount(bins.index_select(1, pos_idx).view(-1), minlength=k * n_bins)
-    return hist_all.view(k, n_bins), hist_pos.view(k, n_bins)
-
-
-def _cpu_kernel():
-    """The numba kernels of the CPU ranking (:mod:`mvgviz._histkernel`), or None without numba."""
-    global _KERNEL
-    if _KERNEL is None:
-        try:
-            from . import _histkernel
-        except ImportError:  # numba is a requirement; without it the torch path still works
-            _KERNEL = False
-        except Exception as e:  # e.g. numba finds no writable cache directory (NUMBA_CACHE_DIR fixes it)
-            warnings.warn(f"mvgviz: the numba ranking kernel is unavailable ({type(e).__name__}: {e}); "
-                          "ranking with torch ops instead (same results, slower)", RuntimeWarning, stacklevel=2)
-            _KERNEL = False
-        else:
-            _KERNEL = _histkernel
-    return _KERNEL or None
-
-
-def _kernel_matches_torch(kernel, y: torch.Tensor, y_np: np.ndarray, out_hw: tuple[int, int]) -> bool:
-    """Whether the kernel's upsampling is bit-identical to :func:`upsample` for this geometry.
-
-    The kernel reproduces torch's CPU arithmetic for the sizes the pipeline uses (e.g. 7, 14, 28,
-    56 -> 224); torch rounds small outputs (e.g. 7 -> 56) through another code path. Which
-    arithmetic runs depends on the sizes only, so the first images of the first and last
-    components decide.
-    """
-    n = min(2, y.shape[0])
-    for c in sorted({0, y.shape[1] - 1}):
-        ref = upsample(y[:n, c:c + 1].square(), out_hw)[:, 0].numpy()
-        if not np.array_equal(kernel.upsample_component(y_np[:n], c, *out_hw), ref):
-            return False
-    return True
-
-
-def _kernel_ranking(kernel, y: torch.Tensor, y_np: np.ndarray, m_np: np.ndarray, n_bins: int,
-                    chunk_components: int | None, estimate) -> None:
-    """Histograms with the fused numba kernel (CPU, float32), chunks of components on a thread pool.
-
-    The kernel is compiled ``nogil``: ``torch.get_num_threads()`` Python threads run it on separate
-    chunks at once (each writes its own histograms and its own slice of the estimates).
-    """
-    n_comp = y.shape[1]
-    shift, lo, hi = _bin_params(y.square(), n_bins)  # (C,) each
-    rows_pos = m_np.any(axis=2)  # (N, H)
-    threads = max(1, torch.get_num_threads())
-    if chunk_components is None:  # ~1 MB of histograms per component; a few chunks per thread
-        chunk_components = max(1, min(_TARGET_HIST["cpu"] // n_bins, -(-n_comp // (2 * threads))))
-
-    def one_chunk(c0: int) -> None:
-        c1 = min(n_comp, c0 + chunk_components)
-        hist_all, hist_pos = kernel.component_histograms(y_np, c0, c1, shift, lo, hi, m_np, rows_pos, n_bins)
-        estimate(c0, torch.from_numpy(hist_all), torch.from_numpy(hist_pos))
-
-    starts = range(0, n_comp, chunk_components)
-    if threads == 1 or len(starts) == 1:
-        for c0 in starts:
-            one_chunk(c0)
-    else:
-        with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
-            list(pool.map(one_chunk, starts))
-
-
-def _torch_ranking(y: torch.Tensor, labels: torch.Tensor, out_hw: tuple[int, int], n_bins: int,
-                   chunk_components: int | None, batch_images: int | None, estimate) -> None:
-    """Histograms with torch ops on y's device (CUDA, float64, or CPU without numba)."""
-    n_img, n_comp = y.shape[:2]
-    dev = y.device
-    # Step sizes: memory/speed only; the histograms are integer sums, identical for any split.
-    hw = out_hw[0] * out_hw[1]
-    kind = "cuda" if dev.type == "cuda" else "cpu"
-    target = _TARGET_CHUNK[kind]
-    if chunk_components is None:
-        chunk_components = max(1, min(n_comp, _TARGET_HIST[kind] // n_bins, target // hw))
-    chunk_components = min(chunk_components, _MAX_HIST // n_bins)  # int32 bin indices
-    if batch_images is None:
-        batch_images = max(1, min(n_img, target // (chunk_components * hw)))
-    batches = []  # (i0, i1, flat indices of the positive pixels of images i0..i1-1)
-    for i0 in range(0, n_img, batch_images):
-        i1 = min(n_img, i0 + batch_images)
-        batches.append((i0, i1, torch.nonzero(labels[i0:i1].reshape(-1)).squeeze(1)))
-
-    def one_chunk(c0: int) -> None:
-        c1 = min(n_comp, c0 + chunk_components)
-        estimate(c0, *_component_histograms(y, c0, c1, n_bins, out_hw, batches))
-
-    starts = range(0, n_comp, chunk_components)
-    workers = 1 if dev.type == "cuda" else min(len(starts), max(1, torch.get_num_threads()))
-    if workers == 1:
-        for c0 in starts:
-            one_chunk(c0)
-    else:
-        # On the CPU, torch.bincount runs on one thread: chunks go to a pool of threads (torch
-        # releases the GIL) that each run single-threaded ops, which keeps every core busy.
-        # Speed only: every chunk writes its own slice of est/bound.
-        with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one_chunk, starts))
-
-
-def component_aurocs(y: torch.Tensor, masks: torch.Tensor, *, out_size, n_bins: int = 1 << 16,
-                     tol: float = 1e-3, chunk_components: int | None = None,
-                     batch_images: int | None = None) -> ComponentAUROC:
-    """Pixel AUROC of every component's upsampled ``y2_c`` map, vectorised over components.
-
-    For component c the score map is ``upsample(y[:, c:c+1]**2, out_size)`` and its AUROC is taken
-    over all N*H*W pixels against ``masks``. Exact sorting of ~10M pixels for each of up to 1024
-    components is too slow, so each component's upsampled values are counted into a histogram of
-    positives and negatives and the AUROC is read from it, counting pairs that share a bin as one
-    half. The error of that estimate is at most ``0.5 * sum_b pos_b * neg_b / (P * N)``, computed
-    exactly per component and returned. Every component whose bound exceeds ``tol`` is recomputed
-    exactly (bound 0). When several components' intervals ``[auroc - bound, auroc + bound]`` reach
-    the best lower bound, each of them is recomputed exactly too: the best component of the ranking
-    never depends on the binning (a lone contender is the best whatever its exact value, and keeps
-    its bound).
-
-    Where it runs: for float32 on the CPU, a numba kernel (:mod:`mvgviz._histkernel`) upsamples one
-    image of one component at a time and bins it while it is in cache, chunks of components on
-    ``torch.get_num_threads()`` threads. It is used only after its values were checked to be
-    bit-identical to :func:`upsample`'s for these sizes, so both paths rank the same numbers.
-    Otherwise (CUDA, float64, numba missing, or a size where torch rounds differently) the maps
-    are upsampled with :func:`upsample` in chunks and counted with ``torch.bincount`` on ``y``'s
-    device.
-
-    Bins are log-spaced: per component, bin = a right shift of the float's bit pattern (see
-    ``_bin_params``), clamped to the ``n_bins`` bins that cover [floor_c, max_c], with max_c the
-    largest feature-resolution value and floor_c its 0.1% quantile; bilinear upsampling is a convex
-    combination so no upsampled value leaves [min, max]. A bin spans a constant relative width
-    of at most 2**(shift - 23) for float32: with the default ``n_bins`` and the at most 32 octaves
-    binned, at least 1024 bins per octave (relative width <= 0.1%). On Magnetic-Tile and the demo
-    data every bound stayed below 1e-4, so the exact fallback (~0.4 s per component at 8M pixels)
-    is rare.
-
-    Parameters
-    ----------
-    y : (N, C, h, w) float32 or float64 tensor
-        Whitened test features at feature resolution; all work happens on ``y.device``.
-    masks : (N, H, W) bool tensor (or 0/1), ground truth at the input resolution
-    out_size : (H, W) pair of ints, keyword-only, must equal ``masks.shape[1:]``
-    n_bins : int, keyword-only, default 65536, in [2, 2**24]
-        Histogram bins per component; more bins give smaller error bounds and a larger histogram.
-    tol : float, keyword-only, default 1e-3
-        Components whose error bound exceeds it are recomputed exactly.
-    chunk_components, batch_images : int or None, keyword-only
-        Components and images handled per step. They only change memory use and speed, never the
-        result. None picks sizes that keep a step at ~2M upsampled values on the CPU (~32M on a GPU).
-        The numba kernel always takes whole images (``batch_images`` does not apply to it).
-
-    Returns
-    -------
-    ComponentAUROC
-        ``auroc`` (C,), ``error_bound`` (C,) and ``n_exact``.
-
-    Raises
-    ------
-    ValueError
-        On bad shapes or options, non-finite ``y``, or masks with a single class.
-    """
-    if not isinstance(y, torch.Tensor):
-        y = _as_tensor(y, "y")
-    if y.ndim != 4 or y.dtype not in _BITS:
-        raise ValueError(f"`y` must be a (N, C, h, w) float32 or float64 tensor, got shape "
-                         f"{tuple(y.shape)}, dtype {y.dtype}")
-    y = y.detach()
-    n_img, n_comp = y.shape[:2]
-    out_hw = _check_out_size(out_size)
-    m = _as_tensor(masks, "masks")
-    if tuple(m.shape) != (n_img, *out_hw):
-        raise ValueError(f"`masks` must be (N, H, W) = {(n_img, *out_hw)} to match `y` and `out_size`, "
-                         f"got {tuple(m.shape)}")
-    n_bins = _check_positive_int(n_bins, "n_bins", minimum=2)
-    if n_bins > _MAX_BINS:
-        raise ValueError(f"`n_bins` must be an int in [2, {_MAX_BINS}], got {n_bins!r}")
-    if not (isinstance(tol, numbers.Real) and 0.0 <= tol < math.inf):
-        raise ValueError(f"`tol` must be a finite float >= 0, got {tol!r}")
-    chunk_components = _check_positive_int(chunk_components, "chunk_components", allow_none=True)
-    batch_images = _check_positive_int(batch_images, "batch_images", allow_none=True)
-    if n_comp == 0 or n_img == 0:
-        raise ValueError(f"`y` must have at least one image and one component, got shape {tuple(y.shape)}")
-    if not torch.isfinite(y).all():
-        raise ValueError("`y` contains NaN or infinite values")
-    dev = y.device
-    labels = _labels_1d(m, m.numel(), dev, "masks", "masks").view(n_img, -1)  # (N, H*W) bool
-    n_pos = int(labels.sum())
-    n_neg = labels.numel() - n_pos
-    _check_both_classes(n_pos, labels.numel(), "masks")
-
-    est = np.empty(n_comp)
-    bound = np.empty(n_comp)
-    denom = 2.0 * n_pos * n_neg
-
-    def estimate(c0: int, hist_all: torch.Tensor, pos: torch.Tensor) -> None:
-        """AUROC estimate and its error bound from (K, n_bins) histograms of components c0.."""
-        neg = hist_all - pos
-        pos_above = n_pos - torch.cumsum(pos, 1)  # (K, n_bins) positives in higher bins
-        twice_won = (neg * (2 * pos_above + pos)).sum(1)  # (K,) exact int64
-        same_bin = (pos * neg).sum(1)  # (K,) pairs whose order the histogram cannot see
-        est[c0:c0 + pos.shape[0]] = twice_won.cpu().numpy() / denom
-        bound[c0:c0 + pos.shape[0]] = same_bin.cpu().numpy() / denom
-
-    kernel = _cpu_kernel() if dev.type == "cpu" and y.dtype == torch.float32 else None
-    y_np = np.ascontiguousarray(y.numpy()) if kernel is not None else None
-    if kernel is not None and _kernel_matches_torch(kernel, y, y_np, out_hw):
-        m_np = np.ascontiguousarray(labels.view(n_img, *out_hw).numpy())
-        exact_values = lambda c: kernel.upsample_component(y_np, c, *out_hw).reshape(-1)  # noqa: E731
-        _kernel_ranking(kernel, y, y_np, m_np, n_bins, chunk_components, estimate)
-    else:
-        exact_values = lambda c: _np_scores(upsample(y[:, c:c + 1].square(), out_hw).reshape(-1))  # noqa: E731
-        _torch_ranking(y, labels, out_hw, n_bins, chunk_components, batch_images, estimate)
-
-    # Exact where the bound exceeds tol, and for every contender for the best component (its
-    # interval overlaps the best lower bound) when there are several, so the top of the ranking
-    # never depends on binning. A lone contender is the best whatever its exact value.
-    contenders = est + bound >= np.max(est - bound)
-    exact = np.flatnonzero((bound > tol) | (contenders & (bound > 0) & (contenders.sum() > 1)))
-    lab_np = labels.reshape(-1).cpu().numpy() if exact.size else None
-    for c in exact.tolist():
-        est[c] = _auroc_from(_thresholds(exact_values(c), lab_np))
-        bound[c] = 0.0
-    return ComponentAUROC(auroc=est, error_bound=bound, n_exact=exact.size)
+def __getattr__(name: str):
+    """``ComponentAUROC`` and ``component_aurocs`` moved to :mod:`mvgviz.ranking`; still importable
+    from here (lazily: :mod:`mvgviz.ranking` imports this module)."""
+    if name in ("ComponentAUROC", "component_aurocs"):
+        from . import ranking
+        return getattr(ranking, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

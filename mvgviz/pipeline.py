@@ -361,31 +361,21 @@ def _fit_layer(look: _Lookup, l: LayerSpec, feats: CachedFeatures, data: Categor
 
 
 def _scale_stats(y, m2, batch_size: int):
-    """Colour-scale statistics streamed over the written Y and M2 (readers)."""
-    from . import whitening
-    streamed = getattr(whitening, "scale_stats_streamed", None)
-    chunks = lambda: ((a.astype(np.float32, copy=False), b)  # noqa: E731  (float16 storage: squares in float32)
-                      for a, b in zip(y.chunks(batch_size), m2.chunks(batch_size)))
-    if streamed is not None:
-        return streamed(chunks)
-    ys, ms = zip(*chunks())  # until the streamed statistics land: one concatenation
-    return whitening.scale_stats(np.concatenate(ys).astype(np.float32), np.concatenate(ms))
+    """Colour-scale statistics streamed over the written Y and M2 (chunked readers)."""
+    from .whitening import scale_stats_streamed
+    return scale_stats_streamed(lambda: ((a.astype(np.float32, copy=False), b)  # float16 storage: squares in float32
+                                         for a, b in zip(y.chunks(batch_size), m2.chunks(batch_size))))
 
 
 def _rank(y, masks, dev, size, batch_size: int):
     """Single-component pixel AUROC of every component, streamed over the written Y."""
     import torch
 
-    from . import metrics
+    from .ranking import component_aurocs_streamed
 
     def chunks():
         for i in range(0, len(y), batch_size):
             yield (torch.from_numpy(y.rows(i, i + batch_size)).to(dev, torch.float32),
                    torch.from_numpy(masks.rows(i, i + batch_size)).to(dev))
 
-    try:
-        from . import ranking
-        return ranking.component_aurocs_streamed(chunks, out_size=size)
-    except ImportError:  # until the streamed ranking lands: one concatenation
-        ys, ms = zip(*chunks())
-        return metrics.component_aurocs(torch.cat(ys), torch.cat(ms), out_size=size)
+    return component_aurocs_streamed(chunks, out_size=size)

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # No test may write into the repository's cache/ (or a developer's $MVGVIZ_CACHE): a test that
@@ -14,6 +15,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ["MVGVIZ_CACHE"] = tempfile.mkdtemp(prefix="mvgviz-test-default-cache-")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def blob_masks(rng, n, h, w, *, fraction=0.08, n_good=1, sigma=2.0):
+    """(n, h, w) bool masks made of a few blobs each; the last ``n_good`` images are defect-free."""
+    noise = ndimage.gaussian_filter(rng.standard_normal((n, h, w)), sigma=(0, sigma, sigma))
+    masks = noise > np.quantile(noise, 1 - fraction)
+    masks[n - n_good:] = False
+    return masks
 
 
 def write_category(root: Path, name: str = "widget", *, n_train=6, n_good=2, defects=("scratch",),

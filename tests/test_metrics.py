@@ -1,30 +1,19 @@
 """Tests for mvgviz.metrics: agreement with scikit-learn, a brute-force AUPRO and OpenCV resizing."""
 
-import dataclasses
-
 import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mvgviz.metrics import (ComponentAUROC, aupro, auroc, average_precision, component_aurocs, image_auroc,
-                            pixel_metrics, upsample)
+from conftest import blob_masks
+from mvgviz.metrics import aupro, auroc, average_precision, image_auroc, pixel_metrics, pixel_metrics_streamed, upsample
 
 
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def blob_masks(rng, n, h, w, *, fraction=0.08, n_good=1, sigma=2.0):
-    """(n, h, w) bool masks made of a few blobs each; the last ``n_good`` images are defect-free."""
-    noise = ndimage.gaussian_filter(rng.standard_normal((n, h, w)), sigma=(0, sigma, sigma))
-    masks = noise > np.quantile(noise, 1 - fraction)
-    masks[n - n_good:] = False
-    return masks
-
-
 def reference_aupro(scores, masks, *, fpr_limit=0.3, thresholds=None, connectivity=8):
     """Brute force: one threshold at a time, regions labelled image by image."""
     structure = np.ones((3, 3)) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
@@ -47,10 +36,6 @@ def reference_aupro(scores, masks, *, fpr_limit=0.3, thresholds=None, connectivi
         y_lim = pro[j - 1] + (pro[j] - pro[j - 1]) * (fpr_limit - fpr[j - 1]) / (fpr[j] - fpr[j - 1])
         x, y = np.append(x, fpr_limit), np.append(y, y_lim)
     return np.trapezoid(y, x) / fpr_limit
-
-
-def upsampled_reference(y, c, size):
-    return F.interpolate(y[:, c:c + 1] ** 2, size=size, mode="bilinear", align_corners=False).numpy().ravel()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,7 +193,7 @@ def test_pixel_metrics_consistent_with_flat_metrics():
 
 
 # --------------------------------------------------------------------------------------------------
-# upsample and component_aurocs
+# upsample
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("src,dst", [((7, 7), (56, 56)), ((7, 9), (50, 64)), ((14, 14), (224, 224))])
 def test_upsample_matches_opencv(src, dst):
@@ -222,205 +207,100 @@ def test_upsample_matches_opencv(src, dst):
             np.testing.assert_allclose(out[i, k], ref, rtol=0, atol=1e-5)
 
 
-def make_components(dtype=torch.float32, seed=10, size=56):
-    """N=6, C=10 components at 7x7, masks at size x size; component 9 is identically zero."""
-    rng = np.random.default_rng(seed)
-    masks = blob_masks(rng, 6, size, size, fraction=0.06, n_good=2, sigma=6.0 * size / 56)
-    low = F.adaptive_avg_pool2d(torch.from_numpy(masks).double()[:, None], 7)  # (6, 1, 7, 7)
-    y = torch.from_numpy(rng.standard_normal((6, 10, 7, 7)))
-    effect = torch.tensor([8.0, -10, 0, 6, 0, 4, 0, 0, 2, 0], dtype=torch.float64)
-    y = y + effect[None, :, None, None] * low  # informative components
-    y = y * torch.from_numpy(np.exp(rng.normal(0, 2, 10)))[None, :, None, None]  # wildly different scales
-    y[:, 3, 0, :] *= 50  # a border artefact
-    y[:, 9] = 0
-    return y.to(dtype), torch.from_numpy(masks)
-
-
-@pytest.mark.parametrize("dtype,size", [(torch.float32, 56), (torch.float32, 112), (torch.float64, 56)])
-def test_component_aurocs_match_sklearn(dtype, size):
-    y, masks = make_components(dtype, size=size)  # float32 at 112: the numba kernel; else torch ops
-    tol = 1e-3
-    res = component_aurocs(y, masks, out_size=(size, size), tol=tol)
-    assert isinstance(res, ComponentAUROC)
-    assert res.auroc.shape == res.error_bound.shape == (10,) and res.auroc.dtype == np.float64
-    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (size, size))) for c in range(10)])
-    diff = np.abs(res.auroc - ref)
-    assert np.all(diff <= res.error_bound + 1e-12)
-    assert np.all(res.error_bound <= tol)
-    assert np.all(diff < 1e-3)
-    # the zero component ties everywhere: the histogram cannot order it, the exact fallback gives 0.5
-    assert res.auroc[9] == 0.5 and res.error_bound[9] == 0.0 and res.n_exact >= 1
-    assert res.n_exact < 10 and np.count_nonzero(res.error_bound > 0) >= 5  # the histogram path is used
-    assert ref.max() > 0.9  # the data has informative components
-
-
-def test_component_aurocs_exact_fallback_everywhere():
-    y, masks = make_components()
-    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (56, 56))) for c in range(10)])
-    res = component_aurocs(y, masks, out_size=(56, 56), tol=0.0)
-    assert res.n_exact == 10 and np.all(res.error_bound == 0)
-    np.testing.assert_allclose(res.auroc, ref, rtol=0, atol=1e-12)
-    coarse = component_aurocs(y, masks, out_size=(56, 56), n_bins=4, tol=1e-3)  # coarse bins: bounds too large
-    assert coarse.n_exact >= 9
-    assert np.all(np.abs(coarse.auroc - ref) <= coarse.error_bound + 1e-12)
-    assert np.all(coarse.error_bound <= 1e-3)
-
-
-@pytest.mark.parametrize("size", [56, 112])  # 56: torch ops; 112: the numba kernel
-def test_component_aurocs_chunking_does_not_change_results(size):
-    y, masks = make_components(size=size)
-    base = component_aurocs(y, masks, out_size=(size, size))
-    for cc, bi in [(1, 1), (3, 4), (10, 6), (7, 2), (4, None), (None, 5)]:
-        other = component_aurocs(y, masks, out_size=(size, size), chunk_components=cc, batch_images=bi)
-        np.testing.assert_array_equal(other.auroc, base.auroc)
-        np.testing.assert_array_equal(other.error_bound, base.error_bound)
-        assert other.n_exact == base.n_exact
-
-
-def test_component_aurocs_errors():
-    y, masks = make_components()
-    with pytest.raises(ValueError, match=r"masks.*\(6, 56, 56\).*got \(6, 50, 56\)"):
-        component_aurocs(y, masks[:, :50], out_size=(56, 56))
-    with pytest.raises(ValueError, match="out_size"):
-        component_aurocs(y, masks, out_size=(56,))
-    with pytest.raises(ValueError, match=r"`y` must be a \(N, C, h, w\)"):
-        component_aurocs(y[0], masks, out_size=(56, 56))
-    with pytest.raises(ValueError, match="n_bins.*got 1"):
-        component_aurocs(y, masks, out_size=(56, 56), n_bins=1)
-    with pytest.raises(ValueError, match="tol.*got -0.1"):
-        component_aurocs(y, masks, out_size=(56, 56), tol=-0.1)
-    with pytest.raises(ValueError, match="chunk_components.*got 0"):
-        component_aurocs(y, masks, out_size=(56, 56), chunk_components=0)
-    with pytest.raises(ValueError, match="masks.*both classes"):
-        component_aurocs(y, torch.zeros_like(masks), out_size=(56, 56))
-    bad = y.clone()
-    bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        component_aurocs(bad, masks, out_size=(56, 56))
-
-
-def test_component_auroc_container_is_frozen():
-    res = ComponentAUROC(auroc=[0.5, 0.7], error_bound=[0.0, 1e-4], n_exact=1)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        res.n_exact = 2
-    with pytest.raises(ValueError, match="read-only"):
-        res.auroc[0] = 1.0
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_component_aurocs_on_cuda_agree_with_sklearn():
-    y, masks = make_components()
-    res = component_aurocs(y.cuda(), masks.cuda(), out_size=(56, 56))
-    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (56, 56))) for c in range(10)])
-    # CUDA and CPU bilinear kernels may round differently by an ulp: allow that much on top of the bound
-    assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-6)
-    assert res.auroc[9] == 0.5
-
-
-def test_component_aurocs_decide_the_best_component_exactly():
-    rng = np.random.default_rng(11)
-    masks = torch.from_numpy(blob_masks(rng, 6, 32, 32, fraction=0.1, n_good=2))
-    y = torch.from_numpy(rng.standard_normal((6, 5, 8, 8)).astype(np.float32))
-    y[:, 3] = y[:, 2] * 1.0001  # two near-identical top contenders
-    y[:, 2] += 2.0 * F.interpolate(masks[:, None].float(), size=(8, 8), mode="area")[:, 0]
-    y[:, 3] = y[:, 2] * 1.0001
-    r = component_aurocs(y, masks, out_size=(32, 32), n_bins=64)  # coarse bins: large bounds
-    labels = masks.numpy().ravel()
-    exact = [roc_auc_score(labels, upsampled_reference(y, c, (32, 32))) for c in range(5)]
-    best = int(np.argmax(exact))
-    assert int(np.argmax(r.auroc)) == best and r.error_bound[best] == 0.0
-    assert r.auroc[best] == pytest.approx(exact[best], abs=1e-12)
-    assert np.all(np.abs(r.auroc - exact) <= r.error_bound + 1e-12)
-
-
 # --------------------------------------------------------------------------------------------------
-# The numba CPU kernel of component_aurocs
+# pixel_metrics_streamed
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("h,w,out_h,out_w", [(7, 7, 224, 224), (14, 14, 224, 224), (28, 28, 224, 224),
-                                             (56, 56, 224, 224), (8, 8, 256, 256), (13, 17, 200, 333),
-                                             (7, 7, 7, 7)])
-def test_kernel_upsampling_is_bit_identical_to_upsample(h, w, out_h, out_w):
-    kernel = pytest.importorskip("mvgviz._histkernel")
-    from mvgviz.metrics import upsample
-    y = np.random.default_rng(h * w).standard_normal((3, 2, h, w)).astype(np.float32) * 3
-    ref = upsample(torch.from_numpy(y[:, 1:2]).square(), (out_h, out_w))[:, 0].numpy()
-    np.testing.assert_array_equal(kernel.upsample_component(y, 1, out_h, out_w), ref)
+def chunked(maps, masks, bounds, *, kind="numpy"):
+    """chunks() yielding maps[a:b], masks[a:b] for consecutive bounds (a, b)."""
+    conv = torch.from_numpy if kind == "torch" else (lambda a: a)
+    return lambda: ((conv(maps[a:b]), conv(masks[a:b])) for a, b in zip(bounds[:-1], bounds[1:]))
 
 
-def _spy_kernel_ranking(monkeypatch):
-    import mvgviz.metrics as M
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ties", [True, False])
+def test_pixel_metrics_streamed_equal_the_one_array_version_exactly(dtype, ties):
+    rng = np.random.default_rng(12)
+    n, h, w = 7, 16, 16
+    masks = blob_masks(rng, n, h, w, fraction=0.3, n_good=2, sigma=1.5)
+    if ties:  # a handful of levels: ties within and across images and classes
+        maps = rng.integers(0, 6, masks.shape) + 2 * masks * rng.integers(0, 2, masks.shape)
+    else:
+        maps = rng.standard_normal(masks.shape) + 1.2 * masks
+    maps = maps.astype(dtype)
+    ref = pixel_metrics(maps, masks, fpr_limit=0.2)
+    assert ref["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    if not ties:  # more distinct anomalous scores than pixels in an image: both counting branches run
+        assert np.unique(maps[masks]).size > h * w
+    for bounds in ([0, n], list(range(n + 1)), [0, 3, 4, 4, 7], [0, 1, 6, 7], [0, 5, 7]):
+        for kind in ("numpy", "torch"):
+            got = pixel_metrics_streamed(chunked(maps, masks, bounds, kind=kind), fpr_limit=0.2)
+            assert got == ref, (bounds, kind)  # the same floats, not approximately
+
+
+def test_pixel_metrics_streamed_with_mixed_dtypes_and_list_chunks():
+    rng = np.random.default_rng(13)
+    masks = blob_masks(rng, 4, 12, 12, fraction=0.2)
+    maps = (rng.standard_normal(masks.shape) + masks).astype(np.float32)
+    ref = pixel_metrics(maps, masks)
+    # float32 values are exact in float64: a chunk promoted to float64 changes nothing
+    parts = [(maps[:2], masks[:2]), [maps[2:].astype(np.float64), masks[2:].astype(np.uint8)]]
+    assert pixel_metrics_streamed(lambda: iter(parts)) == ref
+
+
+def test_pixel_metrics_streamed_memory_does_not_follow_the_number_of_images():
+    import tracemalloc
+    h = w = 64
+
+    def chunks(n_images):
+        def gen():
+            for i in range(n_images):
+                rng = np.random.default_rng(i)
+                m = np.zeros((1, h, w), bool)
+                m[0, 10:14, 20:26] = i % 2 == 0  # 24 anomalous pixels in every other image
+                yield rng.standard_normal((1, h, w)) + m, m
+        return gen
+
+    peaks = []
+    for n_images in (10, 80):
+        tracemalloc.start()
+        pixel_metrics_streamed(chunks(n_images))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 80 * h * w * 8 / 4  # far less than the split's maps
+    # 70 more images add their anomalous pixels (O(positives)), not their maps
+    assert peaks[1] - peaks[0] < 0.1 * 70 * h * w * 8
+
+
+def test_pixel_metrics_streamed_errors():
+    rng = np.random.default_rng(14)
+    masks = blob_masks(rng, 3, 8, 8, fraction=0.2)
+    maps = rng.standard_normal(masks.shape)
+    with pytest.raises(ValueError, match="`chunks` must be a callable.*got list"):
+        pixel_metrics_streamed([(maps, masks)])
+    with pytest.raises(ValueError, match=r"chunk 0 of `chunks`: must be a \(`scores`, `masks`\) pair"):
+        pixel_metrics_streamed(lambda: [maps])
+    with pytest.raises(ValueError, match="fpr_limit.*got 0"):
+        pixel_metrics_streamed(chunked(maps, masks, [0, 3]), fpr_limit=0)
+    with pytest.raises(ValueError, match="no anomalous region"):
+        pixel_metrics_streamed(chunked(maps, np.zeros_like(masks), [0, 1, 3]))
+    with pytest.raises(ValueError, match="no anomaly-free"):
+        pixel_metrics_streamed(chunked(maps, np.ones_like(masks), [0, 1, 3]))
+    with pytest.raises(ValueError, match="`scores` must contain at least one image"):
+        pixel_metrics_streamed(lambda: [])
+    bad = maps.copy()
+    bad[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="chunk 1 of `chunks`: `scores` contains NaN"):
+        pixel_metrics_streamed(chunked(bad, masks, [0, 2, 3]))
+    with pytest.raises(ValueError, match=r"chunk 1 of `chunks`: `masks` must have the shape of `scores` \(1, 8, 8\)"):
+        pixel_metrics_streamed(lambda: [(maps[:2], masks[:2]), (maps[2:], masks[2:, :4])])
+    with pytest.raises(ValueError, match=r"chunk 0 of `chunks`: `scores` must be \(N, H, W\)"):
+        pixel_metrics_streamed(lambda: [(maps[0], masks[0])])
+    with pytest.raises(ValueError, match="chunk 0 of `chunks`: `masks` must be binary"):
+        pixel_metrics_streamed(lambda: [(maps, masks * 2)])
     calls = []
-    real = M._kernel_ranking
-    monkeypatch.setattr(M, "_kernel_ranking", lambda *a, **k: calls.append(1) or real(*a, **k))
-    return calls
 
-
-def test_component_aurocs_kernel_and_torch_paths_rank_the_same_numbers(monkeypatch):
-    pytest.importorskip("mvgviz._histkernel")
-    import mvgviz.metrics as M
-    y, masks = make_components(torch.float32, size=112)  # torch rounds outputs <= 64 wide another way
-    calls = _spy_kernel_ranking(monkeypatch)
-    fast = component_aurocs(y, masks, out_size=(112, 112))
-    assert calls, "the numba kernel was not used for float32 on the CPU"
-    assert np.count_nonzero(fast.error_bound > 0) >= 5  # the histograms were used
-    monkeypatch.setattr(M, "_cpu_kernel", lambda: None)
-    slow = component_aurocs(y, masks, out_size=(112, 112))
-    assert len(calls) == 1
-    # identical upsampled values and bins: identical histograms, estimates and bounds
-    np.testing.assert_array_equal(fast.auroc, slow.auroc)
-    np.testing.assert_array_equal(fast.error_bound, slow.error_bound)
-    assert fast.n_exact == slow.n_exact
-
-
-def test_component_aurocs_fall_back_to_torch_where_the_kernel_rounds_differently(monkeypatch):
-    pytest.importorskip("mvgviz._histkernel")
-    import mvgviz.metrics as M
-    rng = np.random.default_rng(3)
-    masks = torch.from_numpy(blob_masks(rng, 4, 37, 50, fraction=0.1, n_good=1))
-    y = torch.from_numpy(rng.standard_normal((4, 3, 5, 9)).astype(np.float32))
-    y[:, 0] += 3 * F.interpolate(masks[:, None].float(), size=(5, 9), mode="area")[:, 0]
-    y_np = np.ascontiguousarray(y.numpy())
-    assert not M._kernel_matches_torch(M._cpu_kernel(), y, y_np, (37, 50))  # torch's small-size path
-    calls = _spy_kernel_ranking(monkeypatch)
-    res = component_aurocs(y, masks, out_size=(37, 50))
-    assert not calls
-    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (37, 50))) for c in range(3)])
-    assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-12)
-
-
-def test_component_aurocs_from_two_threads_at_once():
-    from concurrent.futures import ThreadPoolExecutor
-    y, masks = make_components(torch.float32, size=112)
-    base = component_aurocs(y, masks, out_size=(112, 112))
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: component_aurocs(y, masks, out_size=(112, 112)), range(4)))
-    for r in results:
-        np.testing.assert_array_equal(r.auroc, base.auroc)
-        np.testing.assert_array_equal(r.error_bound, base.error_bound)
-
-
-@pytest.mark.parametrize("size", [56, 112])
-def test_component_aurocs_lone_best_keeps_its_bound_and_is_the_true_best(size):
-    y, masks = make_components(torch.float32, size=size)
-    y = y[:, [0, 2, 3, 4, 5, 6, 7, 8]].contiguous()  # without the near-tie of 0 and 1 and the zero map
-    res = component_aurocs(y, masks, out_size=(size, size), tol=1e-3)
-    ref = np.array([roc_auc_score(masks.numpy().ravel(), upsampled_reference(y, c, (size, size))) for c in range(8)])
-    best = int(np.argmax(ref))
-    assert int(np.argmax(res.auroc)) == best and np.sort(ref)[-1] - np.sort(ref)[-2] > 1e-3
-    assert res.n_exact == 0 and res.error_bound[best] > 0  # decided without an exact recomputation
-    assert np.all(np.abs(res.auroc - ref) <= res.error_bound + 1e-12)
-
-
-def test_component_aurocs_without_numba(monkeypatch):
-    import sys
-    import mvgviz.metrics as M
-    y, masks = make_components(torch.float32, size=112)
-    with_kernel = component_aurocs(y, masks, out_size=(112, 112))
-    monkeypatch.setattr(M, "_KERNEL", None)
-    import mvgviz
-    monkeypatch.delattr(mvgviz, "_histkernel", raising=False)
-    monkeypatch.setitem(sys.modules, "mvgviz._histkernel", None)  # import fails as if numba were absent
-    assert M._cpu_kernel() is None
-    without = component_aurocs(y, masks, out_size=(112, 112))
-    np.testing.assert_array_equal(without.auroc, with_kernel.auroc)
-    np.testing.assert_array_equal(without.error_bound, with_kernel.error_bound)
+    def shrinking():  # the second call yields one image fewer
+        calls.append(1)
+        return chunked(maps, masks, [0, 3] if len(calls) == 1 else [0, 2])()
+    with pytest.raises(ValueError, match="same scores on every call.*192 scores, the second 128"):
+        pixel_metrics_streamed(shrinking)
