@@ -20,9 +20,15 @@ from pathlib import Path
 
 RANDOM = "random"
 
+from .conventions import ParamError
+
 
 class BackboneError(ValueError):
     """Unknown backbone or layer, or weights that cannot be found."""
+
+
+class BackboneOptionError(BackboneError, ParamError):
+    """A bad ``backbone``, ``layer(s)`` or ``weights`` value; names the parameter (:class:`ParamError`)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class BackboneSpec:
         for spec in self.layers:
             if spec.name == key:
                 return spec
-        raise BackboneError(f"`layer` must be one of {', '.join(l.name for l in self.layers)} "
+        raise BackboneOptionError("layer", f"must be one of {', '.join(l.name for l in self.layers)} "
                             f"for backbone {self.name!r}, got {name!r}")
 
 
@@ -83,7 +89,7 @@ _TORCHVISION_WEIGHTS = {
 
 def get_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
-        raise BackboneError(f"`backbone` must be one of {', '.join(BACKBONES)}, got {name!r}")
+        raise BackboneOptionError("backbone", f"must be one of {', '.join(BACKBONES)}, got {name!r}")
     return BACKBONES[name]
 
 
@@ -93,8 +99,11 @@ def parse_layers(spec: BackboneSpec, layers: str | list[str] | tuple[str, ...] |
         return spec.layers
     names = [s for s in (layers.split(",") if isinstance(layers, str) else layers) if s.strip()]
     if not names:
-        raise BackboneError(f"`layers` is empty; expected names among {', '.join(l.name for l in spec.layers)}")
-    chosen = {spec.layer(n).name for n in names}
+        raise BackboneOptionError("layers", f"is empty; expected names among {', '.join(l.name for l in spec.layers)}")
+    try:
+        chosen = {spec.layer(n).name for n in names}
+    except BackboneOptionError as e:  # the parameter here is `layers`
+        raise BackboneOptionError("layers", e.detail) from None
     return tuple(l for l in spec.layers if l.name in chosen)
 
 
@@ -122,7 +131,7 @@ def weights_tag(name: str, weights: str | None) -> str:
 def _file_tag(path: str) -> str:
     p = Path(path)
     if not p.is_file():
-        raise BackboneError(f"--weights: file {path!r} does not exist")
+        raise BackboneOptionError("weights", f": file {path!r} does not exist")
     st = p.stat()
     return f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
 
@@ -144,12 +153,12 @@ def check_weights_available(name: str, weights: str | None) -> Path | None:
     path = torchvision_weights_path(name)
     if not path.is_file():
         enum_name, member = _TORCHVISION_WEIGHTS[name]
-        raise BackboneError(
-            f"no pretrained weights for {name!r}: expected torchvision's {enum_name}.{member} file at "
+        raise BackboneOptionError(
+            "weights", f": no pretrained weights for {name!r}: expected torchvision's {enum_name}.{member} file at "
             f"{str(path)!r} (torch hub cache; set TORCH_HOME to move it). This machine cannot download it: "
             f"copy the file there from a machine that can (python -c \"import torchvision; "
-            f"torchvision.models.{name}(weights='{member}')\"), or pass --weights /path/to/{path.name}. "
-            "mvgviz never substitutes random weights unless asked with --weights random.")
+            f"torchvision.models.{name}(weights='{member}')\"), or give that file ({path.name}) as the weights. "
+            "mvgviz never substitutes random weights unless asked for 'random' weights.")
     return path
 
 
@@ -188,16 +197,16 @@ def build_backbone(name: str, weights: str | None = None):
 def _load_state(model, path: str) -> None:
     import torch
     if not Path(path).is_file():
-        raise BackboneError(f"--weights: file {path!r} does not exist")
+        raise BackboneOptionError("weights", f": file {path!r} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
-        raise BackboneError(f"--weights: cannot load {path!r} as a PyTorch state dict: {e}") from e
+        raise BackboneOptionError("weights", f": cannot load {path!r} as a PyTorch state dict: {e}") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     missing, unexpected = model.load_state_dict(state, strict=False)
     # The classifier head is never used; everything up to the deepest layer must load.
     missing = [k for k in missing if not k.startswith(("fc.", "_fc."))]
     if missing:
-        raise BackboneError(f"--weights: {path!r} does not fit this network: missing {len(missing)} tensors "
+        raise BackboneOptionError("weights", f": {path!r} does not fit this network: missing {len(missing)} tensors "
                             f"(e.g. {missing[0]!r}); unexpected {len(unexpected)}")

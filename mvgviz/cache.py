@@ -86,7 +86,7 @@ class Store:
             for sub in ("entries", "locks", "tmp"):
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OSError(f"--cache: cannot create cache folder {str(self.dir)!r}: {e.strerror}") from e
+            raise OSError(f"cannot create cache folder {str(self.dir)!r}: {e.strerror}") from e
         self.index = diskcache.Cache(str(self.dir / "index"))
 
     # -- reading -------------------------------------------------------------------

@@ -21,7 +21,7 @@ from . import __version__
 from .conventions import DEFAULT_BACKBONE, ParamError
 
 # Python parameter -> command-line option, where the option is not "--" + the name with dashes
-_OPTIONS = {"fmt": "--format", "n_images": "--images", "defect_types": "--defect"}
+_OPTIONS = {"fmt": "--format", "n_images": "--images", "defect_types": "--defect", "root": "--data"}
 
 
 def option_name(param: str) -> str:

@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from .conventions import GOOD, UNLABELLED, check_split, image_labels
+from .conventions import GOOD, UNLABELLED, ParamError, check_split, image_labels
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,6 +52,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class DataError(ValueError):
     """A data set, file or argument is not what mvgviz expects; the message says which and why."""
+
+
+class DataOptionError(DataError, ParamError):
+    """A bad ``root`` or ``category`` argument; names the parameter (:class:`ParamError`)."""
 
 
 class MissingLabels(DataError):
@@ -181,11 +185,11 @@ def load_category(root: str | os.PathLike, category: str, *, unlabelled: bool = 
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"--data: data root {str(root)!r} is not a folder")
+        raise DataOptionError("root", f": data root {str(root)!r} is not a folder")
     cat_dir = root / category
     if not cat_dir.is_dir():
         known = list_categories(root)
-        raise DataError(f"--category: unknown category {category!r} in {str(root)!r}; "
+        raise DataOptionError("category", f": unknown category {category!r} in {str(root)!r}; "
                         f"found {', '.join(known) if known else 'none (expected <root>/<category>/train/good/*.png)'}")
     train_dir = cat_dir / "train" / "good"
     if not train_dir.is_dir():

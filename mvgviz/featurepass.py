@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__
 from .backbones import get_spec
 from .cache import Entry, Store, make_key
-from .conventions import SPLITS
+from .conventions import SPLITS, ParamError
 
 if TYPE_CHECKING:
     import torch
@@ -33,14 +33,14 @@ if TYPE_CHECKING:
 STORAGE = ("float32", "float16")
 
 
-class StorageError(ValueError):
-    pass
+class StorageError(ParamError):
+    """A bad ``storage`` value."""
 
 
 def check_storage(storage: str) -> str:
     s = str(storage or "float32").lower()
     if s not in STORAGE:
-        raise StorageError(f"`storage` must be one of {', '.join(STORAGE)}, got {storage!r}")
+        raise StorageError("storage", f"must be one of {', '.join(STORAGE)}, got {storage!r}")
     return s
 
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
+from .conventions import ParamError
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
 
 class FitError(ValueError):
     """Bad input to the Gaussian fit (too few samples, bad regulariser, non-finite features)."""
+
+
+class RegError(FitError, ParamError):
+    """A bad ``reg`` value; names the parameter (:class:`ParamError`)."""
 
 
 def parse_reg(reg: str | None) -> tuple[str, float]:
@@ -51,9 +57,9 @@ def parse_reg(reg: str | None) -> tuple[str, float]:
         except ValueError:
             eps = -1.0
         if not eps > 0:
-            raise FitError(f"--reg: ridge needs a positive number, e.g. ridge:0.01, got {reg!r}")
+            raise RegError("reg", f": ridge needs a positive number, e.g. ridge:0.01, got {reg!r}")
         return "ridge", eps
-    raise FitError(f"--reg must be 'none', 'ridge:EPS' or 'ledoit-wolf', got {reg!r}")
+    raise RegError("reg", f"must be 'none', 'ridge:EPS' or 'ledoit-wolf', got {reg!r}")
 
 
 def reg_tag(reg: str | None) -> str:

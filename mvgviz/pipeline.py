@@ -34,7 +34,7 @@ import numpy as np
 from . import __version__
 from .backbones import RANDOM, LayerSpec, check_weights_available, get_spec, parse_layers, weights_tag
 from .cache import Entry, Store, make_key
-from .conventions import DEFAULT_BACKBONE, SPLITS
+from .conventions import DEFAULT_BACKBONE, SPLITS, ParamError
 from .data import Category, Preprocessing, load_category, load_split_arrays
 from .featurepass import CachedFeatures, check_storage, feature_key, feature_pass
 from .gaussian import reg_tag
@@ -47,8 +47,11 @@ __all__ = ["CategoryArrays", "LayerModel", "Model", "fit", "load"]
 # torch, scipy and the metrics are imported only when something must be computed, so
 # that reading a warm cache (the viewer, ``report`` on a fitted category) starts fast.
 
-class DeviceError(ValueError):
-    pass
+class DeviceError(ParamError):
+    """A bad ``device`` value, or CUDA asked for where there is none."""
+
+    def __init__(self, detail: str):
+        super().__init__("device", detail)
 
 
 def check_device(device) -> str:
@@ -59,7 +62,7 @@ def check_device(device) -> str:
     if d.startswith("cuda"):
         resolve_device(d)
         return d
-    raise DeviceError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    raise DeviceError(f"must be auto, cpu or cuda[:N], got {device!r}")
 
 
 def resolve_device(device):
@@ -70,13 +73,13 @@ def resolve_device(device):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if d.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {d}: CUDA is not available here (torch {torch.__version__}, "
+            raise DeviceError(f"{d!r}: CUDA is not available here (torch {torch.__version__}, "
                               f"built for CUDA {torch.version.cuda or 'none'}, no usable GPU); "
-                              "use --device cpu or auto")
+                              "use 'cpu' or 'auto'")
         return torch.device(d)
     if d == "cpu":
         return torch.device("cpu")
-    raise DeviceError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    raise DeviceError(f"must be auto, cpu or cuda[:N], got {device!r}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ def _model(look: "_Lookup", root, backbone, weights, data: CategoryArrays, entri
 
 def _check_batch_size(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+        raise ParamError("batch_size", f"must be a positive integer, got {batch_size!r}")
     return int(batch_size)
 
 

@@ -37,8 +37,11 @@ def test_layer_names_and_aliases():
     spec = get_spec("efficientnet_lite0")
     assert [l.name for l in parse_layers(spec, "layer4,_blocks[2]")] == ["_blocks[2]", "_blocks[15]"]
     assert parse_layers(spec, "_blocks.10")[0].channels == 112
-    with pytest.raises(BackboneError, match=r"`layer` must be one of .*got 'layer5'"):
+    with pytest.raises(BackboneError, match=r"`layers` must be one of .*got 'layer5'"):
         parse_layers(get_spec("resnet18"), "layer5")
+    with pytest.raises(BackboneError, match=r"`layer` must be one of .*got 'layer5'") as e:
+        get_spec("resnet18").layer("layer5")
+    assert e.value.param == "layer"  # the front ends word it: --layer in the CLI
     with pytest.raises(BackboneError, match=r"`backbone` must be one of .*got 'vgg'"):
         get_spec("vgg")
     assert [l.channels for l in BACKBONES["wide_resnet50_2"].layers] == [256, 512, 1024]
@@ -48,7 +51,7 @@ def test_missing_torchvision_weights_says_where(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path = torchvision_weights_path("resnet18")
     assert str(path).startswith(str(tmp_path)) and path.name.startswith("resnet18-")
-    with pytest.raises(BackboneError, match=r"no pretrained weights.*resnet18-.*\.pth.*--weights"):
+    with pytest.raises(BackboneError, match=r"`weights`: no pretrained weights.*resnet18-.*\.pth.*as the weights"):
         build_backbone("resnet18")
 
 
@@ -73,7 +76,7 @@ def test_weights_from_hub_cache_and_file(tmp_path, monkeypatch):
 
 
 def test_bad_weights_files(tmp_path):
-    with pytest.raises(BackboneError, match=r"--weights: file .*absent.pth.* does not exist"):
+    with pytest.raises(BackboneError, match=r"`weights`: file .*absent.pth.* does not exist"):
         build_backbone("resnet18", str(tmp_path / "absent.pth"))
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")

@@ -103,15 +103,15 @@ def _bad(kind, root):
     if kind == "unknown category":
         return ["--category", "gadget"], r"--category: unknown category 'gadget'.*found widget"
     if kind == "unknown layer":
-        return ["--layers", "layer9"], r"`layer` must be one of _blocks\[2\].*got 'layer9'"
+        return ["--layers", "layer9"], r"--layers must be one of _blocks\[2\].*got 'layer9'"
     if kind == "unknown backbone":
-        return ["--backbone", "vgg16"], r"`backbone` must be one of efficientnet_lite0, resnet18.*got 'vgg16'"
+        return ["--backbone", "vgg16"], r"--backbone must be one of efficientnet_lite0, resnet18.*got 'vgg16'"
     if kind == "missing weights":
         return ["--backbone", "resnet18"], r"no pretrained weights for 'resnet18': expected .*resnet18-.*\.pth"
     if kind == "missing weights file":
         return ["--weights", str(root / "nope.pth")], r"--weights: file '.*nope\.pth' does not exist"
     if kind == "cuda without cuda":
-        return ["--device", "cuda"], r"--device cuda: CUDA is not available"
+        return ["--device", "cuda"], r"--device 'cuda': CUDA is not available"
     if kind == "bad regulariser":
         return ["--reg", "ridge:-1"], r"--reg"
     raise AssertionError(kind)

@@ -263,12 +263,12 @@ def test_empty_test_split(tmp_path):
 
 
 def test_unknown_category_lists_known(tiny_root):
-    with pytest.raises(DataError, match=r"--category: unknown category 'nope'.*found widget"):
+    with pytest.raises(DataError, match=r"`category`: unknown category 'nope'.*found widget"):
         load_category(tiny_root, "nope")
 
 
 def test_missing_root(tmp_path):
-    with pytest.raises(DataError, match=r"--data.*not a folder"):
+    with pytest.raises(DataError, match=r"`root`: data root .* is not a folder"):
         load_category(tmp_path / "absent", "x")
 
 

@@ -101,7 +101,7 @@ def test_bad_inputs():
         fit_gaussian(lambda: iter([]))
     with pytest.raises(FitError, match="ridge:0.01"):
         parse_reg("ridge:-1")
-    with pytest.raises(FitError, match="--reg must be"):
+    with pytest.raises(FitError, match="`reg` must be"):
         parse_reg("tikhonov")
     acc = GaussianAccumulator(3)
     with pytest.raises(FitError, match="NaN"):

@@ -146,7 +146,7 @@ def test_cuda_without_cuda_is_an_error(tiny, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     root, _, _ = tiny
-    with pytest.raises(ValueError, match=r"--device cuda: CUDA is not available"):
+    with pytest.raises(ValueError, match=r"`device` 'cuda': CUDA is not available"):
         fit(root, "widget", layers="_blocks[4]", cache=tmp_path, device="cuda")
 
 
