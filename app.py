@@ -425,6 +425,11 @@ def main() -> None:
     jobs_box()
     st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
     layer = model.layer(layer_name)
+    if model.unlabelled:
+        st.sidebar.info("Unlabelled data: " + md(model.data.label_note or "the test split has no labels")
+                        + ". Metrics that need labels show as n/a; everything else works.")
+    if not layer.has_ranking and str(st.session_state.get("grid_components", "")).startswith(("best", "worst")):
+        st.session_state["grid_components"] = "0-3"  # no ranking without masks: the first components
     try:
         if page == "Overview":
             page_overview(model, layer)

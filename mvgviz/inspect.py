@@ -320,16 +320,19 @@ def component_chart(layer: "LayerModel", *, height: int = 300) -> "go.Figure":
     layer's own pixel AUROC as a line: where the useful components sit in the spectrum."""
     import plotly.graph_objects as go
     c = int(layer.channels)
-    auc = np.asarray(layer.component_auroc, dtype=np.float64)
+    auc = (np.asarray(layer.component_auroc, dtype=np.float64) if layer.has_ranking
+           else np.full(c, np.nan))  # no masks: an empty chart with the reason in its title
     eig = np.asarray(layer.eigvals, dtype=np.float64)
     fig = go.Figure(go.Scatter(
         x=np.arange(c), y=auc, mode="markers", marker=dict(size=5, color=auc, colorscale="Viridis"),
         customdata=eig, hovertemplate="c %{x}<br>AUROC %{y:.4f}<br>eigenvalue %{customdata:.4g}<extra></extra>"))
-    full = float(layer.metrics["pixel_auroc"])
-    fig.add_hline(y=full, line_dash="dot", line_color="#d9480f",
-                  annotation_text=f"all components (M2): {full:.3f}", annotation_position="bottom right")
+    full = layer.metrics["pixel_auroc"]
+    if full is not None:
+        fig.add_hline(y=full, line_dash="dot", line_color="#d9480f",
+                      annotation_text=f"all components (M2): {full:.3f}", annotation_position="bottom right")
     fig.add_hline(y=0.5, line_color="#adb5bd", line_width=1)
-    fig.update_layout(title=dict(text=f"Single-component pixel AUROC, {layer.name}", font=dict(size=14)),
+    title = f"Single-component pixel AUROC, {layer.name}" + ("" if layer.has_ranking else " (n/a: no ground-truth masks)")
+    fig.update_layout(title=dict(text=title, font=dict(size=14)),
                       height=height, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis_title="component (ascending eigenvalue)", yaxis_title="AUROC")
     return fig

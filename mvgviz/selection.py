@@ -93,6 +93,9 @@ def parse_components(components: str, layer: "LayerModel") -> tuple[int, ...]:
                 raise ParamError("components", f": {text!r} must be {kind}:N with an integer N in 1..{c}") from None
             if not 1 <= n <= c:
                 raise ParamError("components", f": {kind}:N needs N in 1..{c} ({where}), got {n}")
+            if not layer.has_ranking:
+                raise ParamError("components", f": {kind}:N needs the single-component AUROCs, which need "
+                                 f"ground-truth masks ({layer.metrics_note or 'none here'}); use indices such as 0-3")
             order = layer.ranking()  # (C,) best first
             sel = order[:n] if kind == "best" else order[::-1][:n]
             return tuple(int(i) for i in sel)

@@ -316,3 +316,31 @@ def test_first_start_writes_the_demo_data(monkeypatch, tmp_path):
     _run_until(at, lambda a: any(s.label == "Category" for s in a.sidebar.selectbox))
     assert at.sidebar.selectbox(key=f"category::{root}").options == ["brick", "grass"]
     assert at.button(key="fit_button").label == "Fit brick / efficientnet_lite0"
+
+
+def test_category_without_masks_is_fitted_and_browsed(monkeypatch, tmp_path):
+    """Normal images and unlabelled test images, no masks: the app fits it as unlabelled data, says
+    why the metrics are n/a, and every page works."""
+    import shutil
+    root = tmp_path / "data"
+    cat = write_category(root, "nomasks", n_train=4, n_good=1, n_defect=2)
+    shutil.rmtree(cat / "ground_truth")
+    for img in sorted((cat / "test").rglob("*.png")):  # every test image straight into test/
+        img.rename(cat / "test" / f"{img.parent.name}_{img.name}")
+    for sub in [p for p in (cat / "test").iterdir() if p.is_dir()]:
+        sub.rmdir()
+    at = _new(monkeypatch, root, tmp_path / "cache")  # the default model is fitted at once
+    _run_until(at, lambda a: len(a.dataframe) == 1)
+    table = _table(at, "pixel AUROC")
+    assert table["pixel AUROC"].isna().all() and table["image AUROC"].isna().all()
+    assert not at.error
+    assert any("Unlabelled data" in i.value and "test" in i.value for i in at.sidebar.info)
+    texts = [m.value for m in [*at.markdown, *at.caption, *at.info, *at.warning]]
+    assert any("Metrics not available" in t for t in texts), texts
+    _goto(at, "Components")
+    assert _table(at, "AUROC")["AUROC"].isna().all() and not at.error
+    _goto(at, "Grid")
+    assert not at.error and at.session_state["grid_components"] == "0-3"
+    assert at.image  # the grid is drawn
+    _goto(at, "Inspect")
+    assert not at.error

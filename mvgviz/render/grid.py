@@ -208,6 +208,11 @@ def _check_indices(values: tuple[int, ...], hi: int, param: str, what: str) -> N
         raise ParamError(param, f": index {bad[0]} is out of range for {what}; valid: 0..{hi - 1}")
 
 
+def metric_text(value) -> str:
+    """A metric in a title or label: 3 decimals, or n/a where the data cannot define it."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def weights_label(weights: str) -> str:
     """The weights tag as shown in titles; random backbones are shouted."""
     return weights if "RANDOM" not in weights else f"!! {weights} !!"
@@ -266,8 +271,9 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
     types = model.data.defect_types(split)
     defects = tuple(str(types[i]) if split == "test" else GOOD for i in imgs)
 
-    auroc = lm.component_auroc
-    col = [f"c {c} (AUROC {auroc[c]:.3f})" for c in comps] + (["M2"] if spec.show_m2 else [])
+    auroc = lm.component_auroc if lm.has_ranking else None
+    col = [f"c {c} (AUROC {metric_text(None if auroc is None else auroc[c])})" for c in comps] + (
+        ["M2"] if spec.show_m2 else [])
     rows = tuple(f"img {i} | {d}" if split == "test" else f"img {i} | train" for i, d in zip(imgs, defects))
     names = [f"c {c}" for c in comps] + (["M2"] if spec.show_m2 else [])
     m = len(names)
@@ -284,8 +290,8 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
     title = (f"{model.category} | {model.backbone} [{weights_label(model.weights)}] | reg {model.reg}\n"
              f"layer {lm.name}: {lm.channels} components @ {h}x{w} (1 cell = {stride}x{stride} px) | "
              f"{split} split\n"
-             f"layer pixel AUROC {met['pixel_auroc']:.3f} | AUPR {met['pixel_aupr']:.3f} | "
-             f"AUPRO {met['aupro']:.3f} | image AUROC {met['image_auroc']:.3f} | scale: {spec.scale}")
+             f"layer pixel AUROC {metric_text(met['pixel_auroc'])} | AUPR {metric_text(met['pixel_aupr'])} | "
+             f"AUPRO {metric_text(met['aupro'])} | image AUROC {metric_text(met['image_auroc'])} | scale: {spec.scale}")
     if spec.scale == "per-component":
         note = (f"per-component scale: column c spans 0..p99 of y2_c over the {split} split; "
                 f"M2 spans 0..p99 of M2 over the {split} split; values above the max are clipped")

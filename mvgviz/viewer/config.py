@@ -202,7 +202,11 @@ def cache_notes(store, root: str | os.PathLike, category: str, backbone: str) ->
     if current:
         try:
             from ..data import load_category
-            fp = load_category(root, category).fingerprint
+            from ..data import MissingLabels
+            try:
+                fp = load_category(root, category).fingerprint
+            except MissingLabels:
+                fp = load_category(root, category, unlabelled=True).fingerprint
         except (DataError, OSError):
             fp = None
         if fp is not None and all(r.get("dataset") != fp for r in current):

@@ -335,7 +335,7 @@ def _load_cached(jobs: "Jobs", key: "ModelKey"):
     NotCached, or the missing-weights error when a fit could not start."""
     from ..pipeline import load
     from ..backbones import check_weights_available
-    model = load(key.root, key.category, backbone=key.backbone, cache=jobs.store(key.cache))
+    model = with_labels_or_without(load, key.root, key.category, backbone=key.backbone, cache=jobs.store(key.cache))
     if model is None:
         check_weights_available(key.backbone, None)  # say now that a fit could not even start
         raise NotCached(key.label)
@@ -346,8 +346,19 @@ def _fit(jobs: Jobs, key: ModelKey, progress: Progress, allowed: Sequence[Path] 
     from ..pipeline import fit
     if allowed is not None:
         check_category_files(key.root, key.category, allowed)
-    return fit(key.root, key.category, backbone=key.backbone, cache=jobs.store(key.cache),
-               device="auto", progress=progress)
+    return with_labels_or_without(fit, key.root, key.category, backbone=key.backbone,
+                                  cache=jobs.store(key.cache), device="auto", progress=progress)
+
+
+def with_labels_or_without(fn, root, category, **kw):
+    """``fn(root, category, **kw)`` (``fit`` or ``load``) on labelled data; a category whose test
+    split lacks labels or masks (:class:`mvgviz.data.MissingLabels`) is taken as unlabelled data
+    instead: it is fitted and explored, and its metrics say why they are not available."""
+    from ..data import MissingLabels
+    try:
+        return fn(root, category, **kw)
+    except MissingLabels:
+        return fn(root, category, unlabelled=True, **kw)
 
 
 def model_job(jobs: Jobs, key: ModelKey, *, allowed: Sequence[Path] | None = None) -> Job:

@@ -167,10 +167,10 @@ def overview_table(model) -> dict[str, list]:
         cols["layer"].append(lm.name)
         cols["feature size"].append(f"{h}x{w} (1 cell = {model.image_size // max(h, 1)} px)")
         cols["channels"].append(int(lm.channels))
-        cols["image AUROC"].append(float(m["image_auroc"]))
-        cols["pixel AUROC"].append(float(m["pixel_auroc"]))
-        cols["AUPR"].append(float(m["pixel_aupr"]))
-        cols["AUPRO"].append(float(m["aupro"]))
+        cols["image AUROC"].append(m["image_auroc"])  # None (shown empty) where the data cannot define it
+        cols["pixel AUROC"].append(m["pixel_auroc"])
+        cols["AUPR"].append(m["pixel_aupr"])
+        cols["AUPRO"].append(m["aupro"])
         ext = max(float(abs(st_test.y_min).max()), float(abs(st_test.y_max).max()))
         cols["max y2 (test)"].append(ext ** 2)
         cols["p99 of all y2 (test)"].append(float(st_test.cross_component_p99))
@@ -194,7 +194,11 @@ def overview_notes(model) -> list[str]:
             notes.append(f"Value range: on its own training data, {lm.name} reaches y2 = {ext:.3g} "
                          "(a Gaussian would keep 99.7 % of values in [0, 9]).")
     best = model.layers[best_layer(model)]
-    notes.append(f"Best layer by pixel AUROC: {best.name} ({best.metrics['pixel_auroc']:.3f}).")
+    if best.metrics["pixel_auroc"] is not None:
+        notes.append(f"Best layer by pixel AUROC: {best.name} ({best.metrics['pixel_auroc']:.3f}).")
+    for note in sorted({lm.metrics_note for lm in model.layers.values() if lm.metrics_note}):
+        notes.append(f"Metrics not available: {note}. Maps, components and colour scales need no labels "
+                     "and work as usual.")
     return notes
 
 
@@ -203,11 +207,15 @@ def component_table(layer) -> dict[str, list]:
     its rank, and the colour-scale statistics of both splits."""
     import numpy as np
     c = int(layer.channels)
-    rank = np.empty(c, dtype=np.int64)
-    rank[layer.ranking()] = np.arange(1, c + 1)
     te, tr = layer.stats("test"), layer.stats("train")
+    if layer.has_ranking:
+        rank = np.empty(c, dtype=np.int64)
+        rank[layer.ranking()] = np.arange(1, c + 1)
+        auroc, rank = [float(v) for v in layer.component_auroc], rank.tolist()
+    else:  # no ground-truth masks: no single-component AUROC
+        auroc, rank = [None] * c, [None] * c
     return {"component": list(range(c)), "eigenvalue": [float(v) for v in layer.eigvals],
-            "AUROC": [float(v) for v in layer.component_auroc], "rank": rank.tolist(),
+            "AUROC": auroc, "rank": rank,
             "p99 y2 test": [float(v) for v in te.per_component_p99],
             "p99 y2 train": [float(v) for v in tr.per_component_p99],
             "mean y2 test": [float(v) for v in te.y2_mean]}
@@ -219,13 +227,16 @@ def decomposition_table(decomp, layer) -> dict[str, list]:
     shares = decomp.shares
     return {"component": top, "y2 at pixel": [float(decomp.y2[c]) for c in top],
             "share of M2": [f"{shares[c]:.1%}" for c in top],
-            "AUROC": [float(layer.component_auroc[c]) for c in top],
+            "AUROC": [float(layer.component_auroc[c]) if layer.has_ranking else None for c in top],
             "eigenvalue": [float(layer.eigvals[c]) for c in top]}
 
 
 def best_layer(model) -> str:
     """Name of the layer with the highest pixel AUROC (the first of equals)."""
-    return max(model.layers, key=lambda name: model.layers[name].metrics["pixel_auroc"])
+    def score(name):
+        v = model.layers[name].metrics["pixel_auroc"]
+        return -1.0 if v is None else v
+    return max(model.layers, key=score)
 
 
 def layer_label(model, name: str) -> str:
