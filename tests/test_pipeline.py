@@ -93,6 +93,25 @@ def test_regulariser_is_part_of_the_key(tiny):
     assert ridge.layer("_blocks[4]").eigvals[0] >= 0.01
 
 
+def test_preprocessing_and_weights_are_part_of_the_key(tiny, tmp_path):
+    from mvgviz.data import Preprocessing
+    root, _, _ = tiny
+    base = fit(root, "widget", layers="_blocks[15]", cache=tmp_path, device="cpu")
+    assert base.computed_layers == ("_blocks[15]",)
+    again = fit(root, "widget", layers="_blocks[15]", cache=tmp_path, device="cpu")
+    assert again.computed_layers == ()  # same options: a hit
+    other = fit(root, "widget", layers="_blocks[15]", cache=tmp_path, device="cpu",
+                preprocessing=Preprocessing(resize=240, crop=224))
+    assert other.computed_layers == ("_blocks[15]",)  # another preprocessing: a miss, refitted
+    assert "decode" in other.timings and "backbone" in other.timings  # new images, new features
+    assert other.layer("_blocks[15]").cache_key != base.layer("_blocks[15]").cache_key
+    rand = fit(root, "widget", layers="_blocks[15]", cache=tmp_path, device="cpu", weights="random")
+    assert rand.computed_layers == ("_blocks[15]",) and "backbone" in rand.timings
+    assert "decode" not in rand.timings  # same images: the data entry is shared
+    keys = {m.layer("_blocks[15]").cache_key for m in (base, other, rand)}
+    assert len(keys) == 3
+
+
 def test_random_weights_are_labelled(tiny, tmp_path):
     root, _, _ = tiny
     m = fit(root, "widget", layers="_blocks[4]", cache=tmp_path, weights="random")
