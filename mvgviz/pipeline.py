@@ -36,6 +36,7 @@ from .backbones import RANDOM, LayerSpec, check_weights_available, get_spec, par
 from .cache import Entry, Store, make_key
 from .conventions import DEFAULT_BACKBONE, SPLITS, ParamError
 from .data import Category, Preprocessing, load_category, load_split_arrays
+from .diagnostics import component_diagnostics
 from .featurepass import CachedFeatures, check_storage, feature_key, feature_pass
 from .gaussian import reg_tag
 from .models import MVG
@@ -330,6 +331,10 @@ def _fit_layer(look: _Lookup, l: LayerSpec, feats: CachedFeatures, data: Categor
                     w.put(Names.image_scores(split), scores[split])
                     stats[split] = _scale_stats(w.read(Names.components(split)), w.read(Names.maps(split)),
                                                 batch_size).to_dict()
+            with progress.timer(f"diagnostics {l.name}"):  # train split only: reads no test label
+                diag = component_diagnostics(w.read(Names.components("train")).chunks(batch_size))
+            w.put(Names.PATTERN_MEAN, diag.pattern_mean.astype(np.float32))
+            w.put(Names.PATTERN_STD, diag.pattern_std.astype(np.float32))
             bar.update(1)
             masks = data.reader("masks", "test")
             maps = w.read(Names.maps("test"))
@@ -357,7 +362,8 @@ def _fit_layer(look: _Lookup, l: LayerSpec, feats: CachedFeatures, data: Categor
                            "state": state.meta, "n_train_vectors": state.meta["n_samples"],
                            "eig_floor": state.meta["floor"], "n_zero_eigvals": state.meta["n_zero_eigvals"],
                            "shrinkage": state.meta["shrinkage"], "metrics": metrics, "stats": stats,
-                           **ranking_meta, "storage": look.storage, "device": str(dev)})
+                           **ranking_meta, "diagnostics": diag.to_meta(), "storage": look.storage,
+                           "device": str(dev)})
         bar.update(1)
         progress.timings["cache write"] = progress.timings.get("cache write", 0.0) + w.commit_seconds
     return w.entry

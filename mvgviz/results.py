@@ -28,6 +28,7 @@ from .whitening import ScaleStats
 if TYPE_CHECKING:
     from .backbones import LayerSpec
     from .data import Preprocessing
+    from .diagnostics import Diagnostics
 
 
 class Names:
@@ -58,6 +59,8 @@ class Names:
         return f"image_scores_{split}"
 
     COMPONENT_AUROC = "component_auroc"
+    PATTERN_MEAN = "pattern_mean"
+    PATTERN_STD = "pattern_std"
     COMPONENT_AUROC_ERROR = "component_auroc_error"
 
 
@@ -191,6 +194,19 @@ class LayerModel:
         """Component indices, best single-component AUROC first (ties: lower index first)."""
         return np.lexsort((np.arange(self.channels), -self.component_auroc))
 
+    @cached_property
+    def diagnostics(self) -> "Diagnostics":
+        """Per-component artifact and value-range measures from the train split
+        (:mod:`mvgviz.diagnostics`): input-independent pattern, border/corner/position scores."""
+        from .diagnostics import Diagnostics
+        return Diagnostics.from_cache(self.entry.array(Names.PATTERN_MEAN, mmap=False),
+                                      self.entry.array(Names.PATTERN_STD, mmap=False), self.meta["diagnostics"])
+
+    @property
+    def cell_pixels(self) -> int:
+        """Input pixels along one side of a feature cell (the layer's resolution: 32 for 7x7 at 224)."""
+        return self.image_size // max(self.feature_size[0], 1)
+
     def stats(self, split: str) -> ScaleStats:
         return ScaleStats.from_dict(self.meta["stats"][split])
 
@@ -266,17 +282,26 @@ class Model:
         """The JSON report of ``mvgviz report --json`` (metrics null where undefined, with a note)."""
         def component(lm: LayerModel, c: int) -> dict:
             return {"index": c, "eigenvalue": float(lm.eigvals[c]),
-                    "auroc": float(lm.component_auroc[c]) if lm.has_ranking else None}
+                    "auroc": float(lm.component_auroc[c]) if lm.has_ranking else None,
+                    "train_p99": float(train_p99[lm.name][c]), **lm.diagnostics.per_component(c)}
+
+        train_p99 = {lm.name: lm.stats("train").per_component_p99 for lm in self.layers.values()}
 
         return {
             "category": self.category, "backbone": self.backbone, "weights": self.weights,
             "regularisation": self.reg, "image_size": self.image_size, "storage": self.storage,
             "mvgviz_version": __version__,
             "pixel_aupr_definition": "average precision (step-wise, as sklearn.metrics.average_precision_score)",
+            "diagnostics_definition": "train split only; see mvgviz.diagnostics: border_score = mean pattern on "
+                                      "the outer ring of cells / interior, corner_score = 4 corner cells / interior, "
+                                      "position_score = share of the variance of y2_c explained by position, "
+                                      "train_p99 = 99th percentile of y2_c (chi-square(1): 6.63), non_gaussianity = "
+                                      "mean |excess kurtosis| of the components",
             "labels": {"image": self.data.image_labels, "pixel": self.data.pixel_labels,
                        "note": self.data.label_note},
             "layers": [{
                 "name": lm.name, "channels": lm.channels, "feature_size": list(lm.feature_size),
+                "cell_pixels": lm.cell_pixels, "non_gaussianity": lm.diagnostics.non_gaussianity,
                 **lm.metrics, "metrics_note": lm.metrics_note,
                 "components": [component(lm, c) for c in range(lm.channels)],
             } for lm in self.layers.values()],

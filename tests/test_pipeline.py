@@ -40,6 +40,22 @@ def test_report_schema_and_component_order(tiny):
             assert 0.0 <= lay[k] <= 1.0
 
 
+def test_report_carries_the_diagnostics(tiny):
+    from mvgviz.diagnostics import component_diagnostics
+    _, _, model = tiny
+    rep = model.report()
+    for lay, lm in zip(rep["layers"], model.layers.values()):
+        assert lay["cell_pixels"] == 224 // lay["feature_size"][0]
+        ref = component_diagnostics([lm.y("train")])  # recomputed from the cached Y
+        np.testing.assert_allclose(lm.diagnostics.pattern_mean, ref.pattern_mean, rtol=1e-6)
+        for c in (0, lm.channels - 1):
+            comp = lay["components"][c]
+            assert comp["border_score"] == pytest.approx(ref.border_score[c], rel=1e-9)
+            assert comp["position_score"] == pytest.approx(ref.position_score[c], rel=1e-9)
+            assert comp["train_p99"] == pytest.approx(lm.stats("train").per_component_p99[c])
+        assert lay["non_gaussianity"] == pytest.approx(ref.non_gaussianity, rel=1e-9)
+
+
 def test_cached_arrays_are_consistent(tiny):
     _, _, model = tiny
     lm = model.layer("_blocks[10]")
@@ -262,6 +278,11 @@ def test_unlabelled_data_fits_with_metrics_not_available(tiny, tmp_path, keep_de
         assert "no mask" in lm.metrics_note
     else:
         assert lm.metrics["image_auroc"] is None
+    # the diagnostics read the train split only: removing the test labels changes none of them
+    labelled = tiny[2].layer("_blocks[10]").diagnostics
+    np.testing.assert_array_equal(lm.diagnostics.pattern_mean, labelled.pattern_mean)
+    np.testing.assert_array_equal(lm.diagnostics.border_score, labelled.border_score)
+    np.testing.assert_array_equal(lm.diagnostics.position_score, labelled.position_score)
     # everything that needs no labels works: maps, statistics, the JSON report, the CLI table
     assert lm.m2("test").shape[0] == model.data.n_images("test")
     assert lm.stats("test").m2_p99 > 0
