@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="metrics and component ranking (fits first if needed)")
     _model_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--variants", action="store_true",
+                   help="also evaluate component-subset models per layer (train-only rules drop_border:N, "
+                        "drop_position:N, npca:P, and the oracle_best:K upper bound)")
+    p.add_argument("--subset", action="append", default=None, metavar="RULE",
+                   help="a component-subset rule to evaluate beside the full model (repeatable), e.g. "
+                        "drop_border:5 or npca:5; implies --variants with these rules only")
 
     p = sub.add_parser("cache", help="list or clear the cache")
     p.add_argument("action", choices=["ls", "clear"])
@@ -169,6 +175,10 @@ def _dispatch(args) -> int:
     if args.command == "report":
         model = _fit_from_args(args)
         rep = model.report()
+        if args.variants or args.subset:
+            from .variants import variants
+            for lay, lm in zip(rep["layers"], model.layers.values()):
+                lay["variants"] = variants(model, lm, args.subset, batch_size=args.batch_size)
         if args.json:
             json.dump(rep, sys.stdout)
             sys.stdout.write("\n")
@@ -182,6 +192,10 @@ def _dispatch(args) -> int:
             print(f"{lay['name']:<12}{lay['channels']:>6}{'x'.join(map(str, lay['feature_size'])):>8}"
                   f"{_num(lay['image_auroc']):>11}{_num(lay['pixel_auroc']):>10}{_num(lay['pixel_aupr']):>8}"
                   f"{_num(lay['aupro']):>8}  {best}")
+            for v in lay.get("variants", [])[1:]:
+                tag = "  (oracle: reads test labels)" if v["oracle"] else ""
+                print(f"  {v['rule']:<18}{v['n_components']:>4} comps  {_num(v['image_auroc']):>9}"
+                      f"{_num(v['pixel_auroc']):>10}{_num(v['pixel_aupr']):>8}{_num(v['aupro']):>8}{tag}")
         _print_metrics_note(model)
         return 0
 

@@ -283,6 +283,9 @@ def test_unlabelled_data_fits_with_metrics_not_available(tiny, tmp_path, keep_de
     np.testing.assert_array_equal(lm.diagnostics.pattern_mean, labelled.pattern_mean)
     np.testing.assert_array_equal(lm.diagnostics.border_score, labelled.border_score)
     np.testing.assert_array_equal(lm.diagnostics.position_score, labelled.position_score)
+    from mvgviz.variants import select  # and so do the train-only subset rules
+    for rule in ("drop_border:3", "drop_position:3", "npca:5"):
+        np.testing.assert_array_equal(select(lm, rule), select(tiny[2].layer("_blocks[10]"), rule))
     # everything that needs no labels works: maps, statistics, the JSON report, the CLI table
     assert lm.m2("test").shape[0] == model.data.n_images("test")
     assert lm.stats("test").m2_p99 > 0
