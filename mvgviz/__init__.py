@@ -11,7 +11,7 @@ import no torch::
     mvgviz.export_figure(model, mvgviz.GridSpec(...), "fig.pdf")
 
 Modules: data, backbones, features, featurepass (the cached feature pass), gaussian,
-whitening, models (the method protocol and the methods), evaluate, metrics, ranking,
+whitening, models (the method protocol and the methods), evaluation, metrics, ranking,
 results (reading the cache), pipeline (orchestration), render, export, inspect, cache.
 """
 
@@ -29,7 +29,7 @@ _API = {
     "load_category": "data", "Preprocessing": "data", "DataError": "data",
     "fit_gaussian": "gaussian", "Gaussian": "gaussian",
     "Whitener": "whitening", "ScaleStats": "whitening",
-    "evaluate": "evaluate",
+    "evaluate": "evaluation",
     "auroc": "metrics", "average_precision": "metrics", "aupro": "metrics", "pixel_metrics": "metrics",
     "upsample": "metrics",
     "component_aurocs": "ranking",
@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # for static analysis and IDEs
     from .cache import Store
     from .data import DataError, Preprocessing, load_category
     from .demo import make_demo_dataset
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .export import export_figure
     from .gaussian import Gaussian, fit_gaussian
     from .inspect import decompose_pixel

@@ -14,7 +14,7 @@ Everything streams over image batches, so memory follows ``batch_size``, not the
 3. per layer (one bar, ``layer <name>``): ``fit`` (the method's streamed fit), ``whitening``
    (the method scores both splits batch by batch: components Y, maps M2 and image scores are
    appended to the layer's entry; colour-scale statistics stream over what was written),
-   ``metrics`` (:func:`mvgviz.evaluate.evaluate` over the upsampled maps, batch by batch),
+   ``metrics`` (:func:`mvgviz.evaluation.evaluate` over the upsampled maps, batch by batch),
    ``ranking`` (single-component pixel AUROC of every component, streamed), ``cache write``.
 
 Their wall times land in ``Model.timings``.
@@ -296,74 +296,90 @@ def _ensure_features(look: _Lookup, data: CategoryArrays, backbone: str, weights
 
 def _fit_layer(look: _Lookup, l: LayerSpec, feats: CachedFeatures, data: CategoryArrays, dev,
                batch_size: int, progress: Progress) -> Entry:
-    """Fit, score, evaluate, rank and store the paper's Gaussian on one layer, streaming."""
+    """The paper's Gaussian on one layer (:class:`mvgviz.models.MVG`), run and stored."""
+    c, h, w = feats.feature_shape(l.name)
+    meta = {"layer": l.name, "module": l.module, "channels": l.channels, "stride": l.stride,
+            "feature_size": [h, w]}
+    return _run_method(look, MVG(l.name, look.rtag), look.keys[l.name], look.parts(l.name), feats, data,
+                       dev, batch_size, progress, label=l.name, meta=meta)
+
+
+def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatures, data: CategoryArrays,
+                dev, batch_size: int, progress: Progress, *, label: str, meta: dict) -> Entry:
+    """Fit, score, evaluate, rank and store one method, streaming; knows no method by name.
+
+    What is written depends on what the method has (``has_maps``, ``has_components``): its state,
+    image scores of both splits, maps and components, their colour-scale statistics and
+    diagnostics, metrics (:func:`mvgviz.evaluation.evaluate`) and the component ranking.
+    """
     import torch
 
-    from .evaluate import evaluate
-    method = MVG(l.name, look.rtag)
+    from .evaluation import evaluate
     size = (look.pre.crop, look.pre.crop)
     dtype = np.dtype(look.storage)
-    c, h, w_ = feats.feature_shape(l.name)
-    # one bar per layer, five steps; each step's time is recorded under its own name
-    with progress.task(f"layer {l.name}", total=5) as bar:
-        with look.store.writer(look.keys[l.name], look.parts(l.name)) as w:
-            with progress.timer(f"fit {l.name}"):
+    out = {}  # the entry's meta beside ``meta``
+    # one bar per method, five steps; each step's time is recorded under its own name
+    with progress.task(f"layer {label}", total=5) as bar:
+        with look.store.writer(key, parts) as w:
+            with progress.timer(f"fit {label}"):
                 state = method.fit(feats, device=dev, batch_size=batch_size, progress=progress)
             for name, arr in state.arrays.items():
                 w.put(Names.state(name), arr)
             bar.update(1)
-            stats, scores = {}, {}
-            with progress.timer(f"whitening {l.name}"):
+            scores = {}
+            with progress.timer(f"whitening {label}"):
                 score = method.scorer(state, dev, size=size)
                 for split in SPLITS:
                     n = feats.n_images(split)
-                    ys = w.appender(Names.components(split), (n, c, h, w_), dtype)
-                    ms = w.appender(Names.maps(split), (n, h, w_), np.float32)
-                    parts = []
+                    ys = ms = None
+                    parts_ = []
                     for b in feats.batches(split, method.layers, batch_size=batch_size, device=dev):
                         s = score(b)
-                        ys.write(s.components.cpu().numpy())
-                        ms.write(s.maps.cpu().numpy())
-                        parts.append(s.image_scores.double().cpu().numpy())
-                    ys.close()
-                    ms.close()
-                    scores[split] = np.concatenate(parts)
+                        if method.has_components:
+                            ys = ys or w.appender(Names.components(split), (n, *s.components.shape[1:]), dtype)
+                            ys.write(s.components.cpu().numpy())
+                        if method.has_maps:
+                            ms = ms or w.appender(Names.maps(split), (n, *s.maps.shape[1:]), np.float32)
+                            ms.write(s.maps.cpu().numpy())
+                        parts_.append(s.image_scores.double().cpu().numpy())
+                    for a in (ys, ms):
+                        if a is not None:
+                            a.close()
+                    scores[split] = np.concatenate(parts_)
                     w.put(Names.image_scores(split), scores[split])
-                    stats[split] = _scale_stats(w.read(Names.components(split)), w.read(Names.maps(split)),
-                                                batch_size).to_dict()
-            with progress.timer(f"diagnostics {l.name}"):  # train split only: reads no test label
-                diag = component_diagnostics(w.read(Names.components("train")).chunks(batch_size))
-            w.put(Names.PATTERN_MEAN, diag.pattern_mean.astype(np.float32))
-            w.put(Names.PATTERN_STD, diag.pattern_std.astype(np.float32))
+                if method.has_components and method.has_maps:
+                    out["stats"] = {split: _scale_stats(w.read(Names.components(split)), w.read(Names.maps(split)),
+                                                        batch_size).to_dict() for split in SPLITS}
+            if method.has_components:
+                with progress.timer(f"diagnostics {label}"):  # train split only: reads no test label
+                    diag = component_diagnostics(w.read(Names.components("train")).chunks(batch_size))
+                w.put(Names.PATTERN_MEAN, diag.pattern_mean.astype(np.float32))
+                w.put(Names.PATTERN_STD, diag.pattern_std.astype(np.float32))
+                out["diagnostics"] = diag.to_meta()
             bar.update(1)
             masks = data.reader("masks", "test")
-            maps = w.read(Names.maps("test"))
 
-            def pixel_chunks():
+            def pixel_chunks():  # (n, S, S) maps as scored, with their masks
+                maps = w.read(Names.maps("test"))
                 for i in range(0, len(maps), batch_size):
                     m = torch.from_numpy(maps.rows(i, i + batch_size)).to(dev)[:, None]  # (n, 1, h, w)
                     yield method.to_pixels(m, size)[:, 0], torch.from_numpy(masks.rows(i, i + batch_size)).to(dev)
 
-            with progress.timer(f"metrics {l.name}"):
-                metrics = evaluate(scores["test"], data.labels("test") if data.image_labels else None,
-                                   pixel_chunks=pixel_chunks, pixel_labels=data.pixel_labels, note=data.label_note)
+            with progress.timer(f"metrics {label}"):
+                out["metrics"] = evaluate(scores["test"], data.labels("test") if data.image_labels else None,
+                                          pixel_chunks=pixel_chunks if method.has_maps else None,
+                                          pixel_labels=data.pixel_labels,
+                                          note=data.label_note)
             bar.update(1)
-            ranking_meta = {}
-            if data.pixel_labels:
-                with progress.timer(f"ranking {l.name}"):
+            if data.pixel_labels and method.has_components:
+                with progress.timer(f"ranking {label}"):
                     comp = _rank(w.read(Names.components("test")), masks, dev, size, batch_size)
                 w.put(Names.COMPONENT_AUROC, comp.auroc)
                 w.put(Names.COMPONENT_AUROC_ERROR, comp.error_bound)
-                ranking_meta = {"component_auroc_max_error": float(comp.error_bound.max()),
-                                "component_auroc_n_exact": comp.n_exact}
+                out["ranking"] = {"max_error": float(comp.error_bound.max()), "n_exact": comp.n_exact}
             bar.update(1)
-            w.meta.update({"layer": l.name, "module": l.module, "channels": l.channels, "stride": l.stride,
-                           "feature_size": [h, w_], "method": {"name": method.name, "options": method.options},
-                           "state": state.meta, "n_train_vectors": state.meta["n_samples"],
-                           "eig_floor": state.meta["floor"], "n_zero_eigvals": state.meta["n_zero_eigvals"],
-                           "shrinkage": state.meta["shrinkage"], "metrics": metrics, "stats": stats,
-                           **ranking_meta, "diagnostics": diag.to_meta(), "storage": look.storage,
-                           "device": str(dev)})
+            w.meta.update({**meta, "method": {"name": method.name, "options": method.options},
+                           "state": state.meta, **out, "storage": look.storage, "device": str(dev)})
         bar.update(1)
         progress.timings["cache write"] = progress.timings.get("cache write", 0.0) + w.commit_seconds
     return w.entry

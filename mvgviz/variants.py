@@ -2,7 +2,7 @@
 
 The paper's conclusion suggests improving the model by dropping artifact-ridden components. A
 *subset model* scores a pixel with ``M2_S = sum_{c in S} y2_c`` instead of the sum over all
-components; it is evaluated exactly like the full model (:func:`mvgviz.evaluate.evaluate`: image
+components; it is evaluated exactly like the full model (:func:`mvgviz.evaluation.evaluate`: image
 score = max of the upsampled map, pixel AUROC, AUPR, AUPRO), streaming over the cached test
 components.
 
@@ -85,7 +85,7 @@ def evaluate_subset(model: "Model", layer: "LayerModel", components, *, batch_si
     """Metrics of ``M2_S`` (S = ``components``) on the test split, streamed from the cache."""
     import torch
 
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .results import Names
     comps = np.asarray(components, dtype=np.int64)
     size = (layer.image_size, layer.image_size)

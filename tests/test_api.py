@@ -18,6 +18,16 @@ def test_public_api_resolves_every_name():
     assert mvgviz.Model.__module__ == "mvgviz.results"
 
 
+def test_public_functions_are_not_shadowed_by_submodules(tiny_root, tmp_path):
+    """Importing a submodule sets it as an attribute of the package: no public function may share
+    a submodule's name (``mvgviz.evaluate`` stayed the function after a fit)."""
+    import pkgutil
+    modules = {m.name for m in pkgutil.iter_modules(mvgviz.__path__)}
+    assert not modules & set(mvgviz.__all__)
+    mvgviz.fit(tiny_root, "widget", layers="_blocks[4]", cache=tmp_path, device="cpu")
+    assert callable(mvgviz.evaluate) and mvgviz.evaluate([0.1, 0.9], [0, 1])["image_auroc"] == 1.0
+
+
 def test_import_mvgviz_imports_no_torch():
     code = "import sys, mvgviz; mvgviz.load; mvgviz.Model; print('torch' in sys.modules, 'streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -253,7 +253,7 @@ def test_pipeline_ledoit_wolf_equals_sklearn_on_the_train_features(tmp_path):
     x = maps_to_rows(f).double().numpy()  # (N*h*w, C)
     cov, shrink = ledoit_wolf(x)
     assert 0 < shrink < 1
-    assert lm.meta["shrinkage"] == pytest.approx(shrink, rel=1e-6)
+    assert lm.meta["state"]["shrinkage"] == pytest.approx(shrink, rel=1e-6)
     w, v = lm.eigvals, lm.state("eigvecs")
     np.testing.assert_allclose(v @ np.diag(w) @ v.T, cov, rtol=1e-5, atol=1e-6 * np.abs(cov).max())
     np.testing.assert_allclose(lm.state("mean"), x.mean(0), rtol=1e-5, atol=1e-6)

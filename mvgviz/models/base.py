@@ -2,7 +2,7 @@
 
 A *method* (one module per method in :mod:`mvgviz.models`) is fitted from streamed training
 features and scores a split batch by batch. Orchestration (:mod:`mvgviz.pipeline`), evaluation
-(:mod:`mvgviz.evaluate`) and storage (:mod:`mvgviz.results`, :mod:`mvgviz.cache`) are shared code
+(:mod:`mvgviz.evaluation`) and storage (:mod:`mvgviz.results`, :mod:`mvgviz.cache`) are shared code
 that knows no method by name.
 
 The verbs (the same for every method):
