@@ -46,7 +46,7 @@ def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("dat
     p.add_argument("--cache", default=None, help="cache folder (default: $MVGVIZ_CACHE or the repository's cache/)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="images per batch, everywhere (memory and speed only; memory follows it)")
-    p.add_argument("--storage", default="float32", choices=["float32", "float16"],
+    p.add_argument("--storage", default="float32",
                    help="how cached features and whitened components are stored: float32 (default) or "
                         "float16 (half the disk; metrics change slightly, see README)")
     p.add_argument("--unlabelled", action="store_true",
@@ -116,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
 def _fit_from_args(args):
     from .pipeline import fit
     from .progress import TqdmProgress
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     progress = TqdmProgress(quiet=args.quiet)
     model = fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
                 reg=args.reg, device=args.device, cache=args.cache, batch_size=args.batch_size,

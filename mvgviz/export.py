@@ -53,7 +53,7 @@ from .render import GridSpec, grid_data, render_figure
 from .selection import parse_components, parse_images
 
 if TYPE_CHECKING:
-    from .pipeline import Model
+    from .results import Model
 
 FORMATS = ("png", "pdf", "svg")
 MIN_PNG_DPI = 200

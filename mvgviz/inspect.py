@@ -28,7 +28,7 @@ from .conventions import ParamError, check_split
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from .pipeline import LayerModel
+    from .results import LayerModel
 
 
 def colorscale(n: int = 32) -> list[list]:
@@ -158,9 +158,10 @@ def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: 
         raise ParamError("top", f"must be an integer >= 1, got {top!r}")
     top = min(int(top), c)
     s = int(layer.image_size)
-    y2 = layer.y2(split, [image])[0]                                    # (C, S, S) upsampled as scored
     h, w = layer.feature_size
-    contrib = y2[:, row, col].astype(np.float64)                        # (C,)
+    step = max(1, (1 << 22) // (s * s))  # components upsampled at once: ~16 MB of maps, whatever C is
+    contrib = np.concatenate([layer.y2(split, [image], list(range(a, min(a + step, c))))[0, :, row, col]
+                              for a in range(0, c, step)]).astype(np.float64)  # (C,) as the maps show it
     m2 = float(layer.m2(split, [image])[0, row, col])                   # the displayed (and scored) value
     order = np.lexsort((np.arange(c), -contrib))[:top]
     stride = s // max(h, 1)

@@ -189,7 +189,7 @@ class _Lookup:
 
     @property
     def cat_unlabelled(self) -> bool:
-        return bool(getattr(self.cat, "unlabelled", False))
+        return self.cat.unlabelled
 
     def parts(self, layer: str) -> dict:
         return {**self.base, "layer": layer}
@@ -205,9 +205,9 @@ def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing
     rtag = reg_tag(reg)
     storage = check_storage(storage)
     store = cache if isinstance(cache, Store) else Store(cache)
-    cat = load_category(root, category, **({"unlabelled": True} if unlabelled else {}))
+    cat = load_category(root, category, unlabelled=bool(unlabelled))
     base = {"kind": "layer", "method": MVG.name, "dataset": cat.fingerprint, "category": cat.name,
-            "unlabelled": bool(getattr(cat, "unlabelled", False)), "backbone": backbone, "weights": wtag,
+            "labels": _label_tag(cat), "backbone": backbone, "weights": wtag,
             "preprocessing": pre.tag(), "reg": rtag, "storage": storage, "version": __version__}
     keys = {l.name: make_key({**base, "layer": l.name}) for l in wanted}
     entries = {name: store.get(k) for name, k in keys.items()}
@@ -230,9 +230,15 @@ def _import_compute_stack(progress: Progress) -> None:
 
 def _data_key(cat: Category, pre: Preprocessing) -> tuple[str, dict]:
     parts = {"kind": "data", "dataset": cat.fingerprint, "category": cat.name,
-             "unlabelled": bool(getattr(cat, "unlabelled", False)),
+             "labels": _label_tag(cat),
              "preprocessing": pre.tag(), "version": __version__}
     return make_key(parts), parts
+
+
+def _label_tag(cat: Category) -> dict:
+    """What the test labels allow, part of the keys: fully labelled data loaded with
+    ``unlabelled=True`` is the same data and shares its cache entries."""
+    return {"image": cat.test.image_labels, "pixel": cat.test.pixel_labels, "note": cat.test.label_note}
 
 
 def _split_labels(split) -> list[int]:
@@ -268,9 +274,8 @@ def _ensure_data(store: Store, cat: Category, pre: Preprocessing, batch_size: in
                         w.meta[f"defects_{name}"] = list(split.defect_types)
                         w.meta[f"labels_{name}"] = _split_labels(split)
                     test = cat.split("test")
-                    w.meta.update(image_labels=bool(getattr(test, "image_labels", True)),
-                                  pixel_labels=bool(getattr(test, "pixel_labels", True)),
-                                  label_note=str(getattr(test, "label_note", "")))
+                    w.meta.update(image_labels=test.image_labels, pixel_labels=test.pixel_labels,
+                                  label_note=test.label_note)
                 progress.timings["cache write"] = progress.timings.get("cache write", 0.0) + w.commit_seconds
                 entry = w.entry
     return CategoryArrays(entry)

@@ -27,7 +27,7 @@ import numpy as np
 from .conventions import ANY_DEFECT, ParamError, image_labels
 
 if TYPE_CHECKING:
-    from .pipeline import LayerModel
+    from .results import LayerModel
 
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
@@ -69,7 +69,7 @@ def parse_components(components: str, layer: "LayerModel") -> tuple[int, ...]:
         (the N lowest, worst first), or indices and ranges ``"12,40"``, ``"3-7"``
         (0-based, ascending eigenvalue order; repeats dropped).
     layer
-        The :class:`~mvgviz.pipeline.LayerModel` (its ranking and channel count).
+        The :class:`~mvgviz.results.LayerModel` (its ranking and channel count).
 
     Returns
     -------

@@ -64,6 +64,9 @@ def test_error_message_names_the_control():
     # a parameter the viewer has no control for keeps the library's wording
     assert T.error_message(ParamError("reg", "must be none")) == "`reg` must be none"
     assert T.error_message(ValueError("plain")) == "plain"
+    # the library's data and weights errors speak of the app's sidebar controls
+    assert T.error_message(ParamError("root", ": data root 'x' is not a folder")) == "Data root: data root 'x' is not a folder"
+    assert T.error_message(ParamError("weights", ": no pretrained weights")).startswith("Weights: ")
 
 
 def test_page_helpers(demo_model):

@@ -15,7 +15,8 @@ split and scale names in :mod:`mvgviz.conventions`; both are re-exported here fo
 A grid shows ``n`` images (rows) of one split and ``k`` whitened components of one layer
 (columns), optionally followed by an M2 column. Panel ``(i, j)`` is the heatmap
 ``y2_c = Y_c**2`` of image ``images[i]`` and component ``components[j]``, computed at
-feature resolution and upsampled bilinear (OpenCV ``INTER_LINEAR``) to the input size,
+feature resolution and upsampled bilinear to the input size exactly as it was scored
+(:meth:`mvgviz.results.LayerModel.to_pixels`),
 alpha-blended over the image (METHOD.md, Visualisation)::
 
     overlay = (1 - alpha) * image + alpha * inferno(clip(map / vmax, 0, 1))   # alpha = 0.5

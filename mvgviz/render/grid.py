@@ -17,7 +17,7 @@ import numpy as np
 from ..conventions import GOOD, ParamError, as_param_error, check_scale, check_split, is_defect
 
 if TYPE_CHECKING:
-    from ..pipeline import LayerModel, Model
+    from ..results import LayerModel, Model
 
 _MIN_VMAX = 1e-12                    # a zero p99 (dead component) would divide by zero
 

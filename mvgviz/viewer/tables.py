@@ -26,7 +26,9 @@ MIME = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml",
 CONTROLS = {"images": "Images", "n_images": "Images", "defect": "Images of type", "defect_types": "Images of type",
             "seed": "Seed", "components": "Components", "scale": "Colour scale", "split": "Split",
             "layer": "Layer", "alpha": "Heatmap alpha", "show_m2": "M2 column", "show_image": "Show image",
-            "outline": "GT outline", "image": "Image", "row": "Row", "col": "Col", "top": "Components listed"}
+            "outline": "GT outline", "image": "Image", "row": "Row", "col": "Col", "top": "Components listed",
+            "root": "Data root", "category": "Category", "backbone": "Backbone", "weights": "Weights",
+            "layers": "Layer"}
 
 
 def error_message(e: BaseException) -> str:
