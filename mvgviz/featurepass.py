@@ -3,7 +3,7 @@ preprocessing, storage), and its feature maps are cached for every layer and eve
 
 The pass reads the cached preprocessed images batch by batch, runs the backbone up to its deepest
 layer and appends each layer's maps to a streamed ``.npy`` array of the entry
-(``<split>/<layer>`` as ``feat_<split>_<i>``, i = the layer's position in the backbone), so memory
+(named by :meth:`mvgviz.results.Names.features`), so memory
 follows the batch size, not the data set. :class:`CachedFeatures` reads them back in batches: it
 is the :class:`mvgviz.models.base.FeatureSource` every method is fitted and scored from.
 
@@ -23,6 +23,7 @@ from . import __version__
 from .backbones import get_spec
 from .cache import Entry, Store, make_key
 from .conventions import SPLITS, ParamError
+from .results import Names
 
 if TYPE_CHECKING:
     import torch
@@ -42,10 +43,6 @@ def check_storage(storage: str) -> str:
     if s not in STORAGE:
         raise StorageError("storage", f"must be one of {', '.join(STORAGE)}, got {storage!r}")
     return s
-
-
-def _array_name(split: str, index: int) -> str:
-    return f"feat_{split}_{index}"
 
 
 def feature_key(cat: "Category", backbone: str, wtag: str, pre: "Preprocessing", storage: str) -> tuple[str, dict]:
@@ -72,7 +69,7 @@ class CachedFeatures:
         return tuple(self.entry.meta["shapes"][layer])
 
     def _name(self, split: str, layer: str) -> str:
-        return _array_name(split, self.layers.index(layer))
+        return Names.features(split, self.layers.index(layer))
 
     def batches(self, split: str, layers: tuple[str, ...], *, batch_size: int = 16,
                 device="cpu") -> Iterator[dict[str, "torch.Tensor"]]:
@@ -111,7 +108,7 @@ def feature_pass(store: Store, key: str, parts: dict, images: dict, backbone: st
                     f = feats[l.name]
                     if l.name not in out:
                         shapes[l.name] = list(f.shape[1:])
-                        out[l.name] = w.appender(_array_name(split, j), (n, *f.shape[1:]), dtype)
+                        out[l.name] = w.appender(Names.features(split, j), (n, *f.shape[1:]), dtype)
                     buf = np.empty(tuple(f.shape), dtype=np.float32)
                     # torch's copy converts device, dtype and memory format (channels-last on the CPU) at once
                     torch.from_numpy(buf).copy_(f)

@@ -270,9 +270,9 @@ def _ensure_data(store: Store, cat: Category, pre: Preprocessing, batch_size: in
                             im, m = load_split_arrays(part, pre, progress=t.update)
                             images.write(im)
                             masks.write(m)
-                        w.meta[f"files_{name}"] = [p.relative_to(cat.root).as_posix() for p in split.paths]
-                        w.meta[f"defects_{name}"] = list(split.defect_types)
-                        w.meta[f"labels_{name}"] = _split_labels(split)
+                        w.meta[Names.files(name)] = [p.relative_to(cat.root).as_posix() for p in split.paths]
+                        w.meta[Names.defects(name)] = list(split.defect_types)
+                        w.meta[Names.labels(name)] = _split_labels(split)
                     test = cat.split("test")
                     w.meta.update(image_labels=test.image_labels, pixel_labels=test.pixel_labels,
                                   label_note=test.label_note)

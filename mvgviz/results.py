@@ -32,7 +32,23 @@ if TYPE_CHECKING:
 
 
 class Names:
-    """Array names of the cache entries (data and model results)."""
+    """Names of the cache entries' arrays and meta keys (data, features and model results)."""
+
+    @staticmethod
+    def files(split: str) -> str:  # data entry meta: relative file paths in index order
+        return f"files_{split}"
+
+    @staticmethod
+    def defects(split: str) -> str:  # data entry meta: defect type per image
+        return f"defects_{split}"
+
+    @staticmethod
+    def labels(split: str) -> str:  # data entry meta: 1 / 0 / -1 per image
+        return f"labels_{split}"
+
+    @staticmethod
+    def features(split: str, index: int) -> str:  # feature entry: the backbone's index-th layer
+        return f"feat_{split}_{index}"
 
     @staticmethod
     def images(split: str) -> str:
@@ -83,17 +99,17 @@ class CategoryArrays:
         return self.entry.reader({"images": Names.images, "masks": Names.masks}[name](split))
 
     def files(self, split: str) -> list[str]:
-        return self.entry.meta[f"files_{split}"]
+        return self.entry.meta[Names.files(split)]
 
     def defect_types(self, split: str) -> list[str]:
-        return self.entry.meta[f"defects_{split}"]
+        return self.entry.meta[Names.defects(split)]
 
     def n_images(self, split: str) -> int:
         return len(self.files(split))
 
     def labels(self, split: str) -> np.ndarray:
         """(N,) int64: 1 = defective, 0 = good, -1 = unknown (unlabelled test images)."""
-        return np.asarray(self.entry.meta[f"labels_{split}"], dtype=np.int64)
+        return np.asarray(self.entry.meta[Names.labels(split)], dtype=np.int64)
 
     @property
     def image_labels(self) -> bool:
