@@ -25,8 +25,10 @@ AUROCs and eigenvalues, the colour-scale maxima used, the layer's metrics and th
 version. :func:`figure_from_manifest` re-fits or loads the model with those options and
 re-renders the same figure (same maps, same maxima, same pixels for PNG).
 
-PNGs are written at 200 dpi (``--dpi``, at least 200); PDF and SVG keep the heatmaps as 150-dpi
-embedded images and the contours, colour bars and text as vector paths.
+PNGs are written at 200 dpi (``--dpi``, at least 200); PDF and SVG embed each panel as one
+opaque S x S RGB image, unresampled (the blend of image and heatmap that the raster shows, so
+every format shows the same colours), and keep the contours, colour-bar frames and text as
+vector paths (the colour bars' gradients are embedded at 150 dpi).
 
 ``export-all`` writes ``DIR/<category>_<layer>.<format>`` (layer name reduced to letters
 and digits, e.g. ``brick_blocks10.png``) and its manifest for every category (sub-folders
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("png", "pdf", "svg")
 MIN_PNG_DPI = 200
-VECTOR_IMAGE_DPI = 150      # PDF/SVG: heatmaps embedded at about their native 224 px per panel
+VECTOR_IMAGE_DPI = 150      # PDF/SVG: resolution of embedded images other than panels (colour bars)
 MANIFEST_KIND = "mvgviz-figure"
 MANIFEST_SUFFIX = ".json"   # appended: FILE.png -> FILE.png.json
 
@@ -182,8 +184,8 @@ def read_manifest(path: str | Path) -> dict:
 def save_figure(fig, out: Path, fmt: str, *, dpi: int = MIN_PNG_DPI) -> int:
     """Save with reproducible metadata (no creation date in PDF/SVG); returns the dpi used.
 
-    ``dpi`` applies to PNG (at least 200); PDF and SVG embed their images at
-    ``VECTOR_IMAGE_DPI`` (text, contours and colour-bar frames stay vector).
+    ``dpi`` applies to PNG (at least 200); PDF and SVG embed the panels unresampled and
+    other images at ``VECTOR_IMAGE_DPI`` (text, contours and colour-bar frames stay vector).
     """
     if fmt == "png" and dpi < MIN_PNG_DPI:
         raise ValueError(f"--dpi must be >= {MIN_PNG_DPI} for PNG, got {dpi}")

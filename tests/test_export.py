@@ -60,7 +60,7 @@ def test_export_png_pdf_svg(demo_model, spec, tmp_path):
     paths = root.findall(".//{http://www.w3.org/2000/svg}path")
     images = root.findall(".//{http://www.w3.org/2000/svg}image")
     # text, contours and colour-bar frames are vector paths; one raster per panel (image and
-    # heatmap composited by matplotlib) plus one per colour bar
+    # heatmap blended by mvgviz, drawn unresampled) plus one per colour bar
     assert len(paths) > 50 and len(images) >= 2 * 3
 
 
@@ -223,3 +223,64 @@ def test_manifest_takes_the_weights_file_from_the_model(demo_model, spec):
     m = manifest(mine, spec)["model"]
     assert m["weights_arg"] == "/models/w.pth" and m["weights_arg_known"]
     assert manifest(mine, spec, weights="/other/w.pth")["model"]["weights_arg"] == "/other/w.pth"
+
+
+# -- every format shows the same colours -------------------------------------------------
+
+def rasterise(path, dpi):
+    """(H, W, 3) uint8 RGB of a PDF (pdftoppm) or SVG (rsvg-convert) at ``dpi``."""
+    import shutil
+    import subprocess
+    fmt = path.suffix.lstrip(".")
+    tool = {"pdf": "pdftoppm", "svg": "rsvg-convert"}[fmt]
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (Debian: poppler-utils / librsvg2-bin)")
+    out = path.with_name(path.name + ".raster.png")
+    if fmt == "pdf":
+        subprocess.run([tool, "-png", "-r", str(dpi), "-singlefile", str(path), str(out)[:-4]], check=True)
+    else:
+        subprocess.run([tool, "--dpi-x", str(dpi), "--dpi-y", str(dpi), "-b", "white", "-o", str(out), str(path)],
+                       check=True)
+    return cv2.imread(str(out), cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def panel_means(rgb, fig, n, m, inset=3):
+    """(n, m, 3) mean RGB inside each panel's frame of a render_figure figure rasterised as ``rgb``."""
+    from matplotlib.figure import Figure
+    assert isinstance(fig, Figure)
+    h, w = rgb.shape[:2]
+    out = np.zeros((n, m, 3))
+    for ax in fig.axes:
+        ims = [im for im in ax.get_images() if (im.get_gid() or "").startswith("heatmap-")]
+        if not ims:
+            continue
+        r, c = (int(t[1:]) for t in ims[0].get_gid().split("-")[1:])
+        b = ax.get_position()
+        y0, y1 = int(np.ceil((1 - b.y1) * h)) + inset, int((1 - b.y0) * h) - inset
+        x0, x1 = int(np.ceil(b.x0 * w)) + inset, int(b.x1 * w) - inset
+        out[r, c] = rgb[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+    return out
+
+
+@pytest.mark.parametrize("show_image", [True, False])
+def test_png_pdf_svg_show_the_same_colours(demo_model, spec, tmp_path, captured_figures, show_image):
+    """Rasterised PDF and SVG panels match the PNG's and the raster's blend within 3/255 (the issue: the
+    PDF/SVG showed 0.75 * image + 0.25 * heat, 10-20 levels off)."""
+    from mvgviz.render import panel_rgb
+    s = spec.replace(outline=False, show_image=show_image)
+    dpi = 200
+    pics = {}
+    for fmt in ("png", "pdf", "svg"):
+        path = export_figure(demo_model, s, tmp_path / f"g.{fmt}", dpi=dpi)[0]
+        pics[fmt] = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1] if fmt == "png" else rasterise(path, dpi)
+    data, fig = captured_figures[0]
+    n, m = data.n_rows, data.n_cols
+    truth = np.array([[panel_rgb(data, i, j).reshape(-1, 3).mean(0) for j in range(m)] for i in range(n)])
+    means = {fmt: panel_means(rgb, fig, n, m) for fmt, rgb in pics.items()}
+    for fmt, mm in means.items():
+        assert abs(pics[fmt].shape[0] - pics["png"].shape[0]) <= 1, fmt
+        diff = np.abs(mm - truth).mean(-1)                                 # (n, m) mean abs over RGB
+        assert diff.max() <= 3.0, (fmt, diff.round(2).tolist())
+        assert np.abs(mm - means["png"]).mean(-1).max() <= 3.0, fmt
+    # the panels are not blank: a test that would pass on white pages must fail
+    assert truth.std(axis=(0, 1)).max() > 3 and (truth.mean(-1) < 200).all()

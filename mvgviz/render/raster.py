@@ -138,11 +138,16 @@ def raster_layout(data: GridData) -> RasterLayout:
                         title_lines=title, note_lines=note, header_y=header_y, bar_y=bar_y, note_y=note_y)
 
 
-def panel_rgb(data: GridData, row: int, col: int) -> np.ndarray:
-    """One panel as shown in the raster, without labels: (S, S, 3) uint8 RGB."""
+def panel_rgb(data: GridData, row: int, col: int, *, outline: bool = True) -> np.ndarray:
+    """One panel as shown in the raster, without labels: (S, S, 3) uint8 RGB.
+
+    The blend of the image and the inferno heatmap (:func:`~mvgviz.render.colours.blend`),
+    or the heatmap alone; with the ground-truth contour when ``outline`` and the row has one
+    (the figure passes ``outline=False`` and draws the contour as a vector line).
+    """
     heat = heat_rgb(data.maps[row, col:col + 1], data.vmax[col:col + 1])[0]
     out = blend(data.images[row], heat, data.spec.alpha) if data.spec.show_image else heat.copy()
-    if outline_visible(data, row):
+    if outline and outline_visible(data, row):
         cv2.drawContours(out, _contours(data.masks[row]), -1, OUTLINE_RGB, 1, cv2.LINE_8)
     return out
 
