@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..conventions import ParamError
 from .colours import CMAP, format_value
 from .grid import GridData, outline_visible
 from .raster import panel_rgb, wrap_text
@@ -94,7 +95,9 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
     panel_inches
         Side of one panel.
     font_size
-        Base font size (points) of panel labels; titles are larger.
+        Base font size (points) of panel labels; titles are larger, the scale note 0.5 pt
+        smaller. Panels keep ``panel_inches`` whatever the grid's size (the figure grows), so
+        every text stays at least :data:`MIN_FONT_PT` (5 pt) and labels fit their panels.
 
     Returns
     -------
@@ -106,6 +109,9 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
+    if not font_size - 0.5 >= MIN_FONT_PT:
+        raise ParamError("font_size", f"must be >= {MIN_FONT_PT + 0.5} pt (the scale note is 0.5 pt smaller), "
+                                      f"got {font_size}")
     n, m = data.n_rows, data.n_cols
     spec = data.spec
     p = float(panel_inches)
