@@ -25,8 +25,10 @@ AUROCs and eigenvalues, the colour-scale maxima used, the layer's metrics and th
 version. :func:`figure_from_manifest` re-fits or loads the model with those options and
 re-renders the same figure (same maps, same maxima, same pixels for PNG).
 
-PNGs are written at 200 dpi (``--dpi``, at least 200); PDF and SVG keep the heatmaps as 150-dpi
-embedded images and the contours, colour bars and text as vector paths.
+PNGs are written at 200 dpi (``--dpi``, at least 200); PDF and SVG embed each panel as one
+opaque S x S RGB image, unresampled (the blend of image and heatmap that the raster shows, so
+every format shows the same colours), and keep the contours, colour-bar frames and text as
+vector paths (the colour bars' gradients are embedded at 150 dpi).
 
 ``export-all`` writes ``DIR/<category>_<layer>.<format>`` (layer name reduced to letters
 and digits, e.g. ``brick_blocks10.png``) and its manifest for every category (sub-folders
@@ -38,7 +40,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
+import secrets
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -48,7 +52,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from . import __version__
-from .conventions import ANY_DEFECT, as_param_error, check_scale, check_split
+from .conventions import ANY_DEFECT, ParamError, as_param_error, check_scale, check_split
 from .render import GridSpec, grid_data, render_figure
 from .selection import parse_components, parse_images
 
@@ -57,7 +61,10 @@ if TYPE_CHECKING:
 
 FORMATS = ("png", "pdf", "svg")
 MIN_PNG_DPI = 200
-VECTOR_IMAGE_DPI = 150      # PDF/SVG: heatmaps embedded at about their native 224 px per panel
+VECTOR_IMAGE_DPI = 150      # PDF/SVG: resolution of embedded images other than panels (colour bars)
+MAX_ROWS = 32              # images per figure  } a figure is drawn whole, in memory: a 32 x 32 PNG
+MAX_COLS = 32              # columns (+ M2)     } at 200 dpi peaks at about 2 GB; split larger grids
+MAX_PNG_PIXELS = 120_000_000   # a 32 x 32 grid at 200 dpi is ~107 Mpx (Agg holds 4 bytes per pixel)
 MANIFEST_KIND = "mvgviz-figure"
 MANIFEST_SUFFIX = ".json"   # appended: FILE.png -> FILE.png.json
 
@@ -80,6 +87,34 @@ def check_out(out: str | Path, arg: str = "--out") -> tuple[Path, str]:
         except OSError as e:
             raise OSError(f"{arg}: cannot create folder {str(p.parent)!r}: {e.strerror}") from e
     return p, fmt
+
+
+def check_grid_size(spec: GridSpec) -> None:
+    """A figure holds at most :data:`MAX_ROWS` images x :data:`MAX_COLS` columns
+    (components, plus M2): it is drawn whole in memory (a CLI export of 34 x 113 took 8.7 GB
+    and wrote a 420 MB PNG). ParamError naming ``images`` or ``components``, saying how to split."""
+    n, m = len(spec.images), len(spec.components) + spec.show_m2
+    for param, count, cap, what in (("images", n, MAX_ROWS, "images (rows)"),
+                                    ("components", m, MAX_COLS, "columns (components" + (" + M2)" if spec.show_m2 else ")"))):
+        if count > cap:
+            parts = -(-count // cap)
+            raise ParamError(param, f"asks for {count} {what}; a figure holds at most {MAX_ROWS} images x "
+                                    f"{MAX_COLS} columns (it is drawn whole, in memory): split it into {parts} "
+                                    f"exports of at most {cap} {param} each")
+
+
+def check_pixels(fig, fmt: str, dpi: int) -> None:
+    """A PNG holds at most :data:`MAX_PNG_PIXELS` pixels (the renderer holds them all);
+    ParamError naming ``dpi`` with the largest dpi that fits."""
+    if fmt != "png":
+        return
+    w_in, h_in = (float(v) for v in fig.get_size_inches())
+    px = (w_in * dpi) * (h_in * dpi)
+    if px > MAX_PNG_PIXELS:
+        fit = int((MAX_PNG_PIXELS / (w_in * h_in)) ** 0.5)
+        hint = (f"lower it to {fit}" if fit >= MIN_PNG_DPI else "split the grid") + ", or export PDF or SVG"
+        raise ParamError("dpi", f"{dpi} makes a {round(w_in * dpi)} x {round(h_in * dpi)} px PNG "
+                                f"({px / 1e6:.0f} Mpx); a PNG holds at most {MAX_PNG_PIXELS / 1e6:.0f} Mpx: {hint}")
 
 
 def _weights_arg(model: "Model", weights: str | None) -> str | None:
@@ -158,7 +193,8 @@ def manifest(model: "Model", spec: GridSpec, *, weights: str | None = None, data
 
 
 def read_manifest(path: str | Path) -> dict:
-    """Load and check a manifest; ValueError naming the file when it is not one."""
+    """Load and check a manifest (:func:`check_manifest`); ValueError naming the file and,
+    for a bad value, the key (``model.reg``, ``scale.vmax``, ...)."""
     p = Path(path)
     try:
         man = json.loads(p.read_text())
@@ -172,7 +208,97 @@ def read_manifest(path: str | Path) -> dict:
     for key in ("model", "spec", "scale"):
         if key not in man:
             raise ValueError(f"--from-manifest: {str(p)!r} lacks the key {key!r}")
+    try:
+        check_manifest(man)
+    except ValueError as e:
+        raise ValueError(f"--from-manifest: {str(p)!r}: {e}") from None
     return man
+
+
+class _Bad(ValueError):
+    """A bad manifest value; the message starts with its key path."""
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+# key -> (required, check, what it must be); checks take the value
+_STR = (lambda v: isinstance(v, str), "a string")
+_OPT_STR = (lambda v: v is None or isinstance(v, str), "a string or null")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+_DICT = (lambda v: isinstance(v, dict), "an object")
+_LIST = (lambda v: isinstance(v, list), "a list")
+_POS_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer")
+_NUM3 = (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_num(x) for x in v), "a list of 3 numbers")
+_POS3 = (lambda v: _NUM3[0](v) and all(x > 0 for x in v), "a list of 3 positive numbers")
+_OPT_POS = (lambda v: v is None or (_is_num(v) and v > 0), "a positive number or null")
+
+_TOP = {"kind": (True, _STR), "mvgviz_version": (False, _STR), "created": (False, _STR),
+        "model": (True, _DICT), "layer": (False, _DICT), "spec": (True, _DICT), "images": (False, _LIST),
+        "components": (False, _LIST), "scale": (True, _DICT), "metrics": (False, _DICT),
+        "figure": (False, _DICT)}
+_MODEL = {"data": (True, _STR), "dataset_fingerprint": (False, _STR), "category": (True, _STR),
+          "backbone": (True, _STR), "weights": (True, _STR), "weights_arg": (False, _OPT_STR),
+          "weights_arg_known": (False, _BOOL), "reg": (True, _STR), "preprocessing": (True, _DICT),
+          "cache_key": (False, _STR)}
+_PRE = {"resize": (True, _POS_INT), "crop": (True, _POS_INT), "mean": (True, _NUM3), "std": (True, _POS3)}
+_SCALE = {"mode": (True, _STR), "split": (False, _STR), "vmax": (True, _LIST), "columns": (False, _LIST),
+          "note": (False, _STR), "m2_vmax": (False, _OPT_POS)}
+_FIGURE = {"file": (False, _STR), "format": (False, _STR), "dpi": (False, _POS_INT),
+           "size_inches": (False, _LIST)}
+
+
+def _check_keys(d: dict, schema: dict, where: str) -> None:
+    unknown = sorted(set(d) - set(schema))
+    if unknown:
+        raise _Bad(f"unknown key {where}{unknown[0]!r} (expected {', '.join(schema)})")
+    for key, (required, (ok, what)) in schema.items():
+        if key not in d:
+            if required:
+                raise _Bad(f"missing key {where}{key!r}")
+            continue
+        if not ok(d[key]):
+            raise _Bad(f"{where}{key} must be {what}, got {json.dumps(d[key])[:60]}")
+
+
+def check_manifest(man: dict) -> None:
+    """Check every section of a manifest that :func:`figure_from_manifest` reads, before
+    any work: no unknown key, every key's JSON type, the grid spec, and ``scale.vmax`` (one
+    finite positive maximum per column of the spec, the colour-scale mode of the spec).
+
+    Raises
+    ------
+    ValueError
+        One line naming the key: ``"model.reg must be a string, got 3"``,
+        ``"unknown key model.'extra' (expected ...)"``.
+    """
+    _check_keys(man, _TOP, "")
+    _check_keys(man["model"], _MODEL, "model.")
+    _check_keys(man["model"]["preprocessing"], _PRE, "model.preprocessing.")
+    pre = man["model"]["preprocessing"]
+    if pre["crop"] > pre["resize"]:
+        raise _Bad(f"model.preprocessing.crop must be <= resize ({pre['resize']}), got {pre['crop']}")
+    try:
+        spec = GridSpec.from_dict(man["spec"])
+    except ValueError as e:
+        raise _Bad(f"bad spec: {e}") from None
+    _check_keys(man["scale"], _SCALE, "scale.")
+    sc = man["scale"]
+    if sc["mode"] != spec.scale:
+        raise _Bad(f"scale.mode must be the spec's scale {spec.scale!r}, got {json.dumps(sc['mode'])}")
+    n_cols = len(spec.components) + spec.show_m2
+    vmax = sc["vmax"]
+    if len(vmax) != n_cols or not all(_is_num(v) and v > 0 for v in vmax):
+        raise _Bad(f"scale.vmax must be a list of {n_cols} positive numbers (one per column), "
+                   f"got {json.dumps(vmax)[:60]}")
+    if "figure" in man:
+        fig = man["figure"]
+        _check_keys(fig, _FIGURE, "figure.")
+        if fig.get("format", "png") not in FORMATS:
+            raise _Bad(f"figure.format must be one of {', '.join(FORMATS)}, got {json.dumps(fig['format'])}")
+        if fig.get("format") == "png" and fig.get("dpi", MIN_PNG_DPI) < MIN_PNG_DPI:
+            raise _Bad(f"figure.dpi must be >= {MIN_PNG_DPI} for a PNG, got {fig['dpi']}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,8 +308,8 @@ def read_manifest(path: str | Path) -> dict:
 def save_figure(fig, out: Path, fmt: str, *, dpi: int = MIN_PNG_DPI) -> int:
     """Save with reproducible metadata (no creation date in PDF/SVG); returns the dpi used.
 
-    ``dpi`` applies to PNG (at least 200); PDF and SVG embed their images at
-    ``VECTOR_IMAGE_DPI`` (text, contours and colour-bar frames stay vector).
+    ``dpi`` applies to PNG (at least 200); PDF and SVG embed the panels unresampled and
+    other images at ``VECTOR_IMAGE_DPI`` (text, contours and colour-bar frames stay vector).
     """
     if fmt == "png" and dpi < MIN_PNG_DPI:
         raise ValueError(f"--dpi must be >= {MIN_PNG_DPI} for PNG, got {dpi}")
@@ -209,7 +335,9 @@ def export_figure(model: "Model", spec: GridSpec, out: str | Path, *, dpi: int =
     model, spec
         What to draw.
     out
-        ``*.png`` (at ``dpi`` >= 200), ``*.pdf`` or ``*.svg``.
+        ``*.png`` (at ``dpi`` >= 200), ``*.pdf`` or ``*.svg``. Written atomically: the
+        figure and its manifest go to temporary files in ``out``'s folder, renamed into
+        place when both are complete (a full disk leaves no partial file behind).
     dpi
         PNG resolution (at least 200); PDF/SVG embed their images at ``VECTOR_IMAGE_DPI``.
     weights
@@ -219,17 +347,47 @@ def export_figure(model: "Model", spec: GridSpec, out: str | Path, *, dpi: int =
     -------
     list of Path
         ``[figure, manifest]``.
+
+    Raises
+    ------
+    ValueError
+        A grid over :data:`MAX_ROWS` x :data:`MAX_COLS` panels or a PNG over
+        :data:`MAX_PNG_PIXELS` (checked before any rendering; the message says how to split).
+    OSError
+        The figure or manifest could not be written; one line naming the path.
     """
     out, fmt = check_out(out)
+    check_grid_size(spec)
     data = grid_data(model, spec)
     fig = render_figure(data)
-    dpi = save_figure(fig, out, fmt, dpi=dpi)
+    check_pixels(fig, fmt, dpi)
     man = manifest(model, spec, weights=weights, data=data)
-    man["figure"] = {"file": out.name, "format": fmt, "dpi": int(dpi),
-                     "size_inches": [float(v) for v in fig.get_size_inches()]}
     mpath = manifest_path(out)
-    mpath.write_text(json.dumps(man, indent=1))
+    tmp_fig, tmp_man = _temp_path(out), _temp_path(mpath)
+    target = out
+    try:
+        dpi = save_figure(fig, tmp_fig, fmt, dpi=dpi)
+        man["figure"] = {"file": out.name, "format": fmt, "dpi": int(dpi),
+                         "size_inches": [float(v) for v in fig.get_size_inches()]}
+        target = mpath
+        with open(tmp_man, "w") as f:
+            f.write(json.dumps(man, indent=1))
+        target = out
+        os.replace(tmp_fig, out)
+        target = mpath
+        os.replace(tmp_man, mpath)
+    except OSError as e:
+        raise OSError(f"cannot write {str(target)!r}: {e.strerror or e} (nothing left behind: the figure and its "
+                      "manifest are written to temporary files and renamed into place)") from None
+    finally:
+        for t in (tmp_fig, tmp_man):
+            t.unlink(missing_ok=True)
     return [out, mpath]
+
+
+def _temp_path(path: Path) -> Path:
+    """A fresh hidden name beside ``path`` (same folder, so ``os.replace`` is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def figure_from_manifest(manifest_path: str | Path, out: str | Path, *, data=None, cache=None,
@@ -274,12 +432,14 @@ def figure_from_manifest(manifest_path: str | Path, out: str | Path, *, data=Non
     """
     from .data import Preprocessing
     from .pipeline import fit
+    check_out(out)
     man = read_manifest(manifest_path)
     mm = man["model"]
     try:
         spec = GridSpec.from_dict(man["spec"])
     except (ValueError, TypeError) as e:
         raise ValueError(f"--from-manifest: bad spec in {str(manifest_path)!r}: {e}") from None
+    check_grid_size(spec)
     warg = weights if weights is not None else mm.get("weights_arg")
     if warg is None and not str(mm.get("weights", "")).startswith("imagenet:"):
         raise ValueError(f"--from-manifest: the model was fitted with a weights file ({mm.get('weights')}); "

@@ -69,3 +69,25 @@ def test_random_weights_are_visible_in_the_title(demo_model):
     assert "RANDOM-INIT" in d.title
     fig = render_figure(d)
     assert "RANDOM-INIT" in fig._suptitle.get_text()
+
+
+def test_figure_text_stays_legible_on_a_large_grid(demo_model):
+    """11 x 16 panels: every text >= 5 pt and every panel label inside its panel's width."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+    from mvgviz.conventions import ParamError
+    nt = len(demo_model.data.files("test"))
+    d = grid_data(demo_model, GridSpec(layer=LAYER, images=tuple(i % nt for i in range(11)),
+                                       components=tuple(range(15))))
+    fig = render_figure(d)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    texts = [t for t in fig.findobj(Text) if t.get_text().strip()]
+    assert len(texts) > 11 * 16
+    assert min(t.get_fontsize() for t in texts) >= 5.0
+    for ax in fig.axes:
+        if ax.get_images() and (ax.get_images()[0].get_gid() or "").startswith("heatmap-"):
+            box = ax.get_window_extent(renderer)
+            lab = ax.title.get_window_extent(renderer)
+            assert ax.title.get_text() and lab.width <= box.width and lab.height >= 5 / 72 * fig.dpi
+    with pytest.raises(ParamError, match="`font_size` must be >= 5.5 pt"):
+        render_figure(d, font_size=4)

@@ -75,3 +75,55 @@ def test_encode_raster_is_a_faithful_jpeg():
     assert back[15, 25, 0] > 200 and back[15, 25, 2] < 60
     with pytest.raises(ValueError, match="rgb"):
         encode_raster(rgb[..., 0])
+
+
+def ink_rows(strip):
+    """Rows of a label strip that hold dark text pixels (labels are drawn in near-black)."""
+    dark = (strip.max(axis=-1) < 128).any(axis=1)
+    rows = np.flatnonzero(dark)
+    return 0 if rows.size == 0 else int(rows[-1] - rows[0] + 1)
+
+
+@pytest.mark.parametrize("n, k, width", [(2, 3, 900), (4, 8, 900), (11, 16, 900), (11, 16, 700), (4, 8, None)])
+def test_labels_are_readable_at_the_display_size(demo_model, n, k, width):
+    """Shown at ``width`` px, every label's digits are >= 11 px tall (before: ~7 px at 11 columns)."""
+    from mvgviz.render import raster_layout
+    nt = len(demo_model.data.files("test"))
+    d = grid_data(demo_model, GridSpec(layer="_blocks[10]", images=tuple(i % nt for i in range(n)),
+                                       components=tuple(range(k - 1))))
+    img = render_raster(d, width=width)
+    lay = raster_layout(d, width=width)
+    assert img.shape == (lay.height, lay.width, 3)
+    if width is not None:
+        assert img.shape[1] <= width                     # shown 1:1 (or enlarged), never shrunk
+    s = lay.size
+    heights = []
+    for j in range(d.n_cols):                            # column headers, all drawn
+        x = lay.panel_x[j]
+        assert lay.headers[j]
+        heights.append(ink_rows(img[lay.header_y:lay.header_y + 2 * 11, x:x + s]))
+    for i in range(d.n_rows):
+        for j in range(d.n_cols):
+            if lay.panel_labels[i][j]:                   # panel labels start with the in-plot index
+                assert lay.panel_labels[i][j].split(" | ")[0] == d.panel_labels[i][j].split(" | ")[0]
+                x, y = lay.panel_x[j], lay.panel_y[i]
+                heights.append(ink_rows(img[y - lay.label_h:y, x:x + s]))
+    assert len(heights) >= d.n_cols + (d.n_rows * d.n_cols if s >= 40 else 0)
+    assert min(heights) >= 11, sorted(heights)[:5]
+    # the panels keep their place: nothing is drawn over them but the contour
+    if width is not None and s < 224:
+        y0, x0 = lay.panel_y[1], lay.panel_x[1]
+        import cv2
+        ref = cv2.resize(panel_rgb(d, 1, 1, outline=False), (s, s), interpolation=cv2.INTER_AREA)
+        if d.defects[1] == "good" or not d.spec.outline:
+            np.testing.assert_array_equal(img[y0:y0 + s, x0:x0 + s], ref)
+
+
+def test_default_raster_text_is_11_px(demo_model, defect_images):
+    d = grid_data(demo_model, small_spec(demo_model, defect_images))
+    from mvgviz.render import raster_layout
+    lay = raster_layout(d)
+    img = render_raster(d)
+    x, y = lay.panel_x[0], lay.panel_y[0]
+    assert lay.size == 224 and lay.panel_labels[0][0] == d.panel_labels[0][0]   # full labels at native size
+    assert ink_rows(img[y - lay.label_h:y, x:x + 224]) >= 11

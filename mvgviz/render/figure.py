@@ -4,16 +4,69 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..conventions import ParamError
 from .colours import CMAP, format_value
 from .grid import GridData, outline_visible
-from .raster import wrap_text
+from .raster import panel_rgb, wrap_text
 
 if TYPE_CHECKING:  # matplotlib is imported only by render_figure
     from matplotlib.figure import Figure
+
+MIN_FONT_PT = 5.0       # smallest text of a figure, whatever the grid's size
+
+
+@lru_cache(maxsize=1)
+def panel_image_class():
+    """The class ``PanelImage`` (below), made on first use so that importing this module
+    does not import matplotlib."""
+    from matplotlib.image import AxesImage
+
+    class PanelImage(AxesImage):
+        """The heatmap of one panel, drawn as the raster draws it.
+
+        As an artist it *describes* the heatmap: its array is the (S, S) map, its norm
+        ``0..vmax`` with the inferno colour map, its alpha the blend weight. What it
+        *draws* is one opaque (S, S, 3) uint8 RGB image, the blend of the image and the
+        heatmap made by :func:`mvgviz.render.raster.panel_rgb` (the raster's pixels,
+        without the contour, which the figure draws as a vector line), with
+        ``interpolation="none"``: PNG replicates pixels (nearest), PDF and SVG embed the
+        S x S pixels unresampled.
+
+        Why: left to matplotlib, an image and a heatmap with ``alpha`` are two layers, and
+        the vector backends composite adjacent images into one, applying the scalar alpha
+        twice (once in the heatmap's alpha channel, once in the composite): PDF and SVG
+        showed ``0.75 * image + 0.25 * heat`` while the PNG showed the 0.5 blend.
+        """
+
+        def __init__(self, ax, heat: np.ndarray, pixels: np.ndarray, *, vmax: float, cmap, alpha):
+            from matplotlib.colors import Normalize
+            super().__init__(ax, cmap=cmap, norm=Normalize(0.0, vmax), interpolation="none", origin="upper")
+            self.set_data(heat)                                   # (S, S) float: what the colours mean
+            self.set_alpha(alpha)
+            self._pixels = AxesImage(ax, interpolation="none", origin="upper")
+            self._pixels.set_data(pixels)                         # (S, S, 3) uint8: what is drawn
+
+        def draw(self, renderer):
+            px = self._pixels
+            px.set_figure(self.get_figure(root=False))
+            px.set_transform(self.get_transform())
+            px.set_extent(self.get_extent())
+            px.set_clip_box(self.get_clip_box())
+            px.set_clip_path(self.get_clip_path())
+            px.set_gid(self.get_gid())
+            px.set_visible(self.get_visible())
+            px.draw(renderer)
+            self.stale = False
+
+        def can_composite(self):
+            return False        # never merged with other images (the cause of the double alpha)
+
+    return PanelImage
 
 def _fits_inches(width_in: float, size_pt: float):
     """``fits(text)``: whether ``text`` at ``size_pt`` (matplotlib's default font) is at most
@@ -28,9 +81,10 @@ def _fits_inches(width_in: float, size_pt: float):
 def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: float = 6.5) -> "Figure":
     """The grid as a matplotlib figure for PNG/PDF/SVG export.
 
-    Each panel is an ``Axes`` with the image (``imshow`` RGB) and, above it, the heatmap
-    as an ``AxesImage`` with ``cmap="inferno"``, ``clim=(0, vmax[j])`` and
-    ``alpha=spec.alpha`` (alone, opaque, when ``show_image`` is False); the ground-truth
+    Each panel is an ``Axes`` holding one ``PanelImage`` (:func:`panel_image_class`): an ``AxesImage`` of the map
+    with ``cmap="inferno"``, ``clim=(0, vmax[j])`` and ``alpha=spec.alpha``, which draws
+    the raster's blend of image and heatmap (:func:`~mvgviz.render.raster.panel_rgb`) as
+    one opaque RGB image, so PNG, PDF and SVG show the same colours; the ground-truth
     contour is a ``contour`` line (vector). Colour bars: one per column
     (per-component), or one for all component columns (cross-component), and one for M2.
 
@@ -41,7 +95,9 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
     panel_inches
         Side of one panel.
     font_size
-        Base font size (points) of panel labels; titles are larger.
+        Base font size (points) of panel labels; titles are larger, the scale note 0.5 pt
+        smaller. Panels keep ``panel_inches`` whatever the grid's size (the figure grows), so
+        every text stays at least :data:`MIN_FONT_PT` (5 pt) and labels fit their panels.
 
     Returns
     -------
@@ -53,6 +109,9 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
+    if not font_size - 0.5 >= MIN_FONT_PT:
+        raise ParamError("font_size", f"must be >= {MIN_FONT_PT + 0.5} pt (the scale note is 0.5 pt smaller), "
+                                      f"got {font_size}")
     n, m = data.n_rows, data.n_cols
     spec = data.spec
     p = float(panel_inches)
@@ -76,6 +135,7 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
     height = top + n * (p + row_gap) + bottom
     fig = Figure(figsize=(width, height))
     cmap = colormaps[CMAP].resampled(256)
+    PanelImage = panel_image_class()
 
     def box(x0, y_top, w, h):  # inches from the top-left -> figure fraction
         return [x0 / width, 1 - (y_top + h) / height, w / width, h / height]
@@ -92,10 +152,13 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
             ax.set_yticks([])
             for sp in ax.spines.values():
                 sp.set_linewidth(0.4)
-            if spec.show_image:
-                ax.imshow(data.images[i], interpolation="antialiased")
-            im = ax.imshow(data.maps[i, j], cmap=cmap, vmin=0.0, vmax=float(data.vmax[j]),
-                           alpha=spec.alpha if spec.show_image else None, interpolation="antialiased")
+            im = PanelImage(ax, data.maps[i, j], panel_rgb(data, i, j, outline=False), vmax=float(data.vmax[j]),
+                            cmap=cmap, alpha=spec.alpha if spec.show_image else None)
+            ax.add_image(im)
+            im.set_clip_path(ax.patch)
+            im.set_extent(im.get_extent())
+            ax.set_xlim(-0.5, data.maps.shape[3] - 0.5)
+            ax.set_ylim(data.maps.shape[2] - 0.5, -0.5)
             im.set_gid(f"heatmap-r{i}-c{j}")
             images[i, j] = im
             if contour:

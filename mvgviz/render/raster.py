@@ -83,9 +83,9 @@ def _wrap(text: str, width: int, scale: float, thick: int = 1) -> list[str]:
 
 @dataclass(frozen=True)
 class RasterLayout:
-    """Pixel geometry of a raster grid (see :func:`raster_layout`)."""
+    """Pixel geometry and texts of a raster grid (see :func:`raster_layout`)."""
 
-    size: int                   # panel side S
+    size: int                   # panel side in the raster (S, or less to fit ``width``)
     panel_x: tuple[int, ...]    # (m,) left edge of each column's panels
     panel_y: tuple[int, ...]    # (n,) top edge of each row's panels
     width: int
@@ -95,54 +95,121 @@ class RasterLayout:
     header_y: int               # top of the column-header line
     bar_y: int                  # top of the colour bars
     note_y: int                 # top of the scale note
+    text_scale: float = 0.5     # OpenCV scale of labels, ticks and note (the title is 10 % larger)
+    label_h: int = 0            # per-panel label strip (0: no panel labels, panels too small)
+    row_label_w: int = 22       # the rotated row-label column
+    headers: tuple[str, ...] = ()        # (m,) column headers as drawn (shortened to fit)
+    row_labels: tuple[str, ...] = ()     # (n,) row labels as drawn
+    panel_labels: tuple[tuple[str, ...], ...] = ()   # (n, m) panel labels as drawn ("" if none)
 
 
-# text scales and spacing of the raster, at S = 224
-_TITLE_SCALE, _HEAD_SCALE, _LABEL_SCALE, _TICK_SCALE = 0.5, 0.42, 0.38, 0.38
-_LINE = 18          # title/note line height
-_HEAD_H = 20        # column-header strip
-_LABEL_H = 15       # per-panel label strip
-_ROW_LABEL_W = 22   # rotated row label
-_GAP, _M2_GAP, _ROW_GAP, _MARGIN = 6, 14, 6, 10
+LABEL_PX = 11       # default cap height (digits) of every raster text, in output pixels
+MIN_PANEL = 32      # smallest panel side that ``width`` can ask for
+_CAP = 20.0         # FONT_HERSHEY_SIMPLEX digits are >= 11 px tall (dark rows) at scale 0.55
+_GAP, _M2_GAP, _MARGIN = 6, 14, 10
 _MIN_WIDTH = 480
-_BAR_H, _BAR_BLOCK = 12, 12 + 4 + 14 + 16   # bar, tick marks, tick labels, caption
 
 
-def raster_layout(data: GridData) -> RasterLayout:
-    """Where everything of :func:`render_raster` goes."""
+def _fits(text: str, width: int, scale: float) -> bool:
+    return _text_size(text, scale)[0] <= width
+
+
+def _first_fit(variants, width: int, scale: float, *, drop: bool = False) -> str:
+    """The first of ``variants`` that fits ``width`` px; else the last shortened with '..'
+    (or "" with ``drop``)."""
+    for v in variants:
+        if _fits(v, width, scale):
+            return v
+    return "" if drop else _fit_text(variants[-1], width, scale)
+
+
+def _header_variants(label: str) -> list[str]:
+    """"c 40 (AUROC 0.912)" -> itself, "c 40 (0.912)", "c 40", "40"."""
+    out = [label]
+    if " (AUROC " in label:
+        out.append(label.replace("(AUROC ", "("))
+    head = label.split(" (")[0]
+    out += [head, head.removeprefix("c ")]
+    return out
+
+
+def _row_variants(label: str) -> list[str]:
+    """"img 12 | crack" -> itself, "12 | crack", "img 12", "12"."""
+    img = label.split(" | ")[0]
+    return [label, label.removeprefix("img "), img, img.removeprefix("img ")]
+
+
+def raster_layout(data: GridData, *, width: int | None = None, label_px: float = LABEL_PX) -> RasterLayout:
+    """Where everything of :func:`render_raster` goes, and which texts fit.
+
+    ``width`` (output pixels, e.g. the width at which the page shows the raster) shrinks the
+    panels below their native S x S (to :data:`MIN_PANEL` at least) so that the raster is
+    ``width`` wide; None keeps S. Every text is drawn with digits ``label_px`` pixels tall,
+    whatever the panel size: labels too long for a panel fall back to shorter forms (panel
+    label "3 | img 12 | c 40" -> "3", header "c 40 (AUROC 0.912)" -> "c 40" -> "40", row
+    label "img 12 | crack" -> "img 12" -> "12"; the row and column headers name the image
+    and component of every panel).
+    """
     n, m = data.n_rows, data.n_cols
-    s = data.images.shape[1]
-    x0 = _MARGIN + _ROW_LABEL_W + 4
+    native = data.images.shape[1]
+    ts = float(label_px) / _CAP                          # text scale: digits label_px tall
+    line = int(round(1.6 * label_px))                    # a text line with its spacing
+    row_w = int(round(1.45 * label_px)) + 6              # rotated row-label column
+    extra_m2 = (_M2_GAP - _GAP) if data.spec.show_m2 and m > 1 else 0
+    x0 = _MARGIN + row_w + 4
+    if width is None:
+        s, gap = native, _GAP
+    else:
+        avail = int(width) - x0 - _MARGIN - extra_m2
+        s = int(np.clip((avail - _GAP * (m - 1)) // m, MIN_PANEL, native))
+        gap = _GAP if s >= 64 else 3
     xs, x = [], x0
     for j in range(m):
-        if data.spec.show_m2 and j == m - 1 and m > 1:
+        if extra_m2 and j == m - 1:
             x += _M2_GAP - _GAP
         xs.append(x)
-        x += s + _GAP
-    width = max(x - _GAP + _MARGIN, _MIN_WIDTH)
-    text_w = width - 2 * _MARGIN
-    title = tuple(_wrap(data.title, text_w, _TITLE_SCALE))
-    note = tuple(_wrap(data.scale_note, text_w, _TICK_SCALE))
-    y = _MARGIN + _LINE * len(title) + 4
+        x += s + gap
+    out_w = max(x - gap + _MARGIN, _MIN_WIDTH if width is None else min(_MIN_WIDTH, int(width)))
+    text_w = out_w - 2 * _MARGIN
+    title = tuple(_wrap(data.title, text_w, ts * 1.1))
+    note = tuple(_wrap(data.scale_note, text_w, ts))
+    headers = tuple(_first_fit(_header_variants(c), s + gap - 2, ts) for c in data.column_labels)
+    rows = tuple(_first_fit(_row_variants(r), s - 2, ts) for r in data.row_labels)
+    panels = tuple(tuple(_first_fit([lab, lab.split(" | ")[0]], s, ts, drop=True) for lab in row)
+                   for row in data.panel_labels)
+    label_h = int(round(2 * label_px)) if any(p for row in panels for p in row) else 0  # room for descenders
+    y = _MARGIN + int(round(line * 1.1)) * len(title) + 4
     header_y = y
-    y += _HEAD_H
+    y += line + 2
     ys = []
     for _ in range(n):
-        y += _LABEL_H
+        y += label_h if label_h else gap
         ys.append(y)
-        y += s + _ROW_GAP
+        y += s + gap
     bar_y = y + 2
-    note_y = bar_y + _BAR_BLOCK + 4
-    height = note_y + _LINE * len(note) + _MARGIN
-    return RasterLayout(size=s, panel_x=tuple(xs), panel_y=tuple(ys), width=int(width), height=int(height),
-                        title_lines=title, note_lines=note, header_y=header_y, bar_y=bar_y, note_y=note_y)
+    bar_block = _bar_h(label_px) + 4 + 2 * line
+    note_y = bar_y + bar_block + 4
+    height = note_y + line * len(note) + _MARGIN
+    return RasterLayout(size=s, panel_x=tuple(xs), panel_y=tuple(ys), width=int(out_w), height=int(height),
+                        title_lines=title, note_lines=note, header_y=header_y, bar_y=bar_y, note_y=note_y,
+                        text_scale=ts, label_h=label_h, row_label_w=row_w, headers=headers, row_labels=rows,
+                        panel_labels=panels)
 
 
-def panel_rgb(data: GridData, row: int, col: int) -> np.ndarray:
-    """One panel as shown in the raster, without labels: (S, S, 3) uint8 RGB."""
+def _bar_h(label_px: float) -> int:
+    return int(round(label_px * 1.1))
+
+
+def panel_rgb(data: GridData, row: int, col: int, *, outline: bool = True) -> np.ndarray:
+    """One panel as shown in the raster, without labels: (S, S, 3) uint8 RGB.
+
+    The blend of the image and the inferno heatmap (:func:`~mvgviz.render.colours.blend`),
+    or the heatmap alone; with the ground-truth contour when ``outline`` and the row has one
+    (the figure passes ``outline=False`` and draws the contour as a vector line).
+    """
     heat = heat_rgb(data.maps[row, col:col + 1], data.vmax[col:col + 1])[0]
     out = blend(data.images[row], heat, data.spec.alpha) if data.spec.show_image else heat.copy()
-    if outline_visible(data, row):
+    if outline and outline_visible(data, row):
         cv2.drawContours(out, _contours(data.masks[row]), -1, OUTLINE_RGB, 1, cv2.LINE_8)
     return out
 
@@ -161,7 +228,7 @@ def _rotated_text(text: str, length: int, scale: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(patch))  # (length, h+base+4, 3)
 
 
-def render_raster(data: GridData) -> np.ndarray:
+def render_raster(data: GridData, *, width: int | None = None, label_px: float = LABEL_PX) -> np.ndarray:
     """Compose the whole grid into one RGB image.
 
     Layout: title (wrapped), column headers (component and its single-component AUROC,
@@ -175,44 +242,63 @@ def render_raster(data: GridData) -> np.ndarray:
     ----------
     data
         From :func:`grid_data`.
+    width
+        Output width in pixels: the width at which the raster is shown (the viewer's
+        column, ~700-1100 px). Panels shrink to fit it (area-averaged, never below
+        :data:`MIN_PANEL`; never enlarged); None keeps the native S x S panels.
+    label_px
+        Height of every text's digits in output pixels (default 11: readable when the
+        raster is shown at ``width``). Labels that do not fit a panel take shorter forms
+        (see :func:`raster_layout`).
 
     Returns
     -------
-    (H, W, 3) uint8 RGB. Panel (i, j) occupies ``[y_i:y_i+S, x_j:x_j+S]`` of
-    :func:`raster_layout`; its pixels are :func:`panel_rgb` (the blend of the image and
-    the inferno heatmap, with the contour).
+    (H, W, 3) uint8 RGB. Panel (i, j) occupies ``[y_i:y_i+s, x_j:x_j+s]`` of
+    :func:`raster_layout` (same ``width``, ``label_px``); at native size its pixels are
+    :func:`panel_rgb` (the blend of the image and the inferno heatmap, with the contour),
+    shrunk, they are its area average with the contour drawn at the shrunk size.
     """
-    lay = raster_layout(data)
+    lay = raster_layout(data, width=width, label_px=label_px)
     s, n, m = lay.size, data.n_rows, data.n_cols
+    native = data.images.shape[1]
+    ts = lay.text_scale
     canvas = np.full((lay.height, lay.width, 3), _PAPER, np.uint8)
     spec = data.spec
 
     heat = heat_rgb(data.maps, data.vmax)                                  # (n, m, S, S, 3)
     for i in range(n):
-        contours = _contours(data.masks[i]) if outline_visible(data, i) else None
+        outline = outline_visible(data, i)
+        if outline and s != native:
+            small = cv2.resize(data.masks[i].astype(np.uint8), (s, s), interpolation=cv2.INTER_NEAREST)
+            contours = _contours(small)
+        else:
+            contours = _contours(data.masks[i]) if outline else None
         for j in range(m):
             x, y = lay.panel_x[j], lay.panel_y[i]
             dst = canvas[y:y + s, x:x + s]
             if spec.show_image:
-                cv2.addWeighted(data.images[i], 1.0 - spec.alpha, heat[i, j], spec.alpha, 0.0, dst=dst)
+                full = cv2.addWeighted(data.images[i], 1.0 - spec.alpha, heat[i, j], spec.alpha, 0.0)
             else:
-                dst[...] = heat[i, j]
+                full = heat[i, j]
+            dst[...] = full if s == native else cv2.resize(full, (s, s), interpolation=cv2.INTER_AREA)
             if contours is not None:
                 cv2.drawContours(dst, contours, -1, OUTLINE_RGB, 1, cv2.LINE_8)
-            _put(canvas, _fit_text(data.panel_labels[i][j], s, _LABEL_SCALE), x, y - _LABEL_H + 2, _LABEL_SCALE)
+            if lay.panel_labels[i][j]:
+                _put(canvas, lay.panel_labels[i][j], x, y - lay.label_h + 2, ts)
         # row label, vertical, centred on the panel
-        patch = _rotated_text(data.row_labels[i], s, _HEAD_SCALE)[:, :_ROW_LABEL_W]   # (S, w, 3)
+        patch = _rotated_text(lay.row_labels[i], s, ts)[:, :lay.row_label_w]   # (s, w, 3)
         canvas[lay.panel_y[i]:lay.panel_y[i] + s, _MARGIN:_MARGIN + patch.shape[1]] = patch
 
+    title_line = int(round(1.6 * label_px * 1.1))
     for k, line in enumerate(lay.title_lines):
-        _put(canvas, line, _MARGIN, _MARGIN + k * _LINE, _TITLE_SCALE)
+        _put(canvas, line, _MARGIN, _MARGIN + k * title_line, ts * 1.1)
     for j in range(m):
-        _put(canvas, _fit_text(data.column_labels[j], s, _HEAD_SCALE), lay.panel_x[j] + s // 2,
-             lay.header_y + 2, _HEAD_SCALE, anchor="center")
-    for group in data.scale_groups:
-        _colour_bar(canvas, data, lay, group)
+        _put(canvas, lay.headers[j], lay.panel_x[j] + s // 2, lay.header_y + 2, ts, anchor="center")
+    for k, group in enumerate(data.scale_groups):
+        _colour_bar(canvas, data, lay, group, label_px, k)
+    line_h = int(round(1.6 * label_px))
     for k, line in enumerate(lay.note_lines):
-        _put(canvas, line, _MARGIN, lay.note_y + k * _LINE, _TICK_SCALE)
+        _put(canvas, line, _MARGIN, lay.note_y + k * line_h, ts)
     return canvas
 
 
@@ -230,21 +316,45 @@ def encode_raster(rgb: np.ndarray, *, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def _colour_bar(canvas: np.ndarray, data: GridData, lay: RasterLayout, group: tuple[int, ...]) -> None:
+def _colour_bar(canvas: np.ndarray, data: GridData, lay: RasterLayout, group: tuple[int, ...],
+                label_px: float, k: int = 0) -> None:
+    """The colour bar under the columns of ``group`` (the ``k``-th bar), its ticks and caption."""
     x0 = lay.panel_x[group[0]]
     x1 = lay.panel_x[group[-1]] + lay.size
     w = x1 - x0
     y = lay.bar_y
+    ts = lay.text_scale
+    bar_h = _bar_h(label_px)
+    line = int(round(1.6 * label_px))
     lut = colormap_lut()
     idx = np.minimum((np.arange(w) * 256) // w, 255)
-    canvas[y:y + _BAR_H, x0:x1] = lut[idx][None]
-    cv2.rectangle(canvas, (x0, y), (x1 - 1, y + _BAR_H - 1), _INK, 1)
+    canvas[y:y + bar_h, x0:x1] = lut[idx][None]
+    cv2.rectangle(canvas, (x0, y), (x1 - 1, y + bar_h - 1), _INK, 1)
     vmax = float(data.vmax[group[0]])
-    for f in (0.0, 0.5, 1.0):
+    labels = {f: format_value(vmax * f) + ("+" if f == 1 else "") for f in (0.0, 0.5, 1.0)}
+    # the ticks whose labels fit the bar's width: 0, max/2, max; else 0 and max; else max
+    room = w + 2
+    lw, mw, rw = (_text_size(labels[f], ts)[0] for f in (0.0, 0.5, 1.0))
+    pad = 8
+    if max(lw, rw) + mw / 2 + pad <= w / 2:
+        shown = (0.0, 0.5, 1.0)
+    elif lw + rw + pad <= w:
+        shown = (0.0, 1.0)
+    else:
+        shown = (1.0,)
+    caption = True
+    for f in shown:
         tx = int(round(x0 + f * (w - 1)))
-        cv2.line(canvas, (tx, y + _BAR_H), (tx, y + _BAR_H + 3), _INK, 1)
-        anchor = "left" if f == 0 else ("right" if f == 1 else "center")
-        label = format_value(vmax * f) + ("+" if f == 1 else "")
-        _put(canvas, label, tx, y + _BAR_H + 5, _TICK_SCALE, anchor=anchor)
-    cap = _fit_text(data.scale_label(group), w, _TICK_SCALE)
-    _put(canvas, cap, x0 + w // 2, y + _BAR_H + 5 + 15, _TICK_SCALE, anchor="center")
+        cv2.line(canvas, (tx, y + bar_h), (tx, y + bar_h + 3), _INK, 1)
+        if len(shown) > 1:
+            anchor = "left" if f == 0 else ("right" if f == 1 else "center")
+            _put(canvas, labels[f], tx, y + bar_h + 5, ts, anchor=anchor)
+        elif _text_size(labels[f], ts)[0] <= room:            # max alone, under its bar
+            _put(canvas, labels[f], x1, y + bar_h + 5, ts, anchor="right")
+        elif _text_size(labels[f], ts)[0] <= 2 * room:        # narrow bars: every other one a line lower
+            _put(canvas, labels[f], x1, y + bar_h + 5 + (k % 2) * line, ts, anchor="right")
+            caption = False
+        # else: no room for the number (never a truncated one); the scale note and tables give it
+    cap = _first_fit([data.scale_label(group)], w, ts, drop=True)     # whole or not at all (the note says it)
+    if cap and caption:
+        _put(canvas, cap, x0 + w // 2, y + bar_h + 5 + line, ts, anchor="center")
