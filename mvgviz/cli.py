@@ -216,8 +216,9 @@ def _cache_command(args) -> int:
         print(f"removed {n} entries from {store.dir}")
         return 0
     rows = store.ls(verify=args.verify)
+    seen: dict = {}  # (root, category, mode) -> fingerprint now, computed once per command
     for r in rows:
-        r["data"] = _data_state(r, args.data)
+        r["data"] = _data_state(r, args.data, seen)
     for name in store.removed:  # on stderr with --json, so that stdout stays one JSON list
         print(f"removed leftover {store.dir / 'tmp' / name} (its writing process is dead)",
               file=sys.stderr if args.json else sys.stdout)
@@ -244,10 +245,7 @@ def _cache_command(args) -> int:
     return 0
 
 
-_FINGERPRINTS: dict = {}
-
-
-def _data_state(row: dict, data: str | None) -> str:
+def _data_state(row: dict, data: str | None, seen: dict) -> str:
     """``current`` (the entry's data set is unchanged), ``unknown`` (no data root known), or why it
     is stale: the data changed since, or cannot be read at the root. Each entry is checked with the
     fingerprint it was made with (stat or content)."""
@@ -257,17 +255,17 @@ def _data_state(row: dict, data: str | None) -> str:
         return "unknown"
     mode = "content" if str(fp).startswith("content:") else "stat"
     key = (str(root), category, mode)
-    if key not in _FINGERPRINTS:
+    if key not in seen:
         from .data import MissingLabels, content_fingerprint, load_category
         try:
             try:
                 cat = load_category(root, category)
             except MissingLabels:
                 cat = load_category(root, category, unlabelled=True)
-            _FINGERPRINTS[key] = content_fingerprint(cat) if mode == "content" else cat.fingerprint
+            seen[key] = content_fingerprint(cat) if mode == "content" else cat.fingerprint
         except (ValueError, OSError) as e:
-            _FINGERPRINTS[key] = e
-    now = _FINGERPRINTS[key]
+            seen[key] = e
+    now = seen[key]
     if isinstance(now, Exception):
         return f"data not readable at {root} ({str(now).splitlines()[0]})"
     return "current" if now == fp else f"data changed since (files in {Path(root) / category})"

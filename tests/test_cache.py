@@ -466,3 +466,204 @@ def test_a_writer_killed_midway_leaves_a_folder_that_a_later_run_removes(tmp_pat
     assert len(left) == 1 and left[0].name.startswith("k" * 32 + f".{p.pid}.")
     s = Store(tmp_path)
     assert s.removed == [left[0].name] and not left[0].exists() and s.get("k" * 32) is None
+
+
+# ---------------------------------------------------------------------------------------
+# Fault injection on real caches (a tiny category fitted once; each test damages a copy)
+# ---------------------------------------------------------------------------------------
+
+import shutil
+
+from conftest import write_category
+
+LAYER = "_blocks[4]"
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    """(data root, a complete cache, the report of a clean run)."""
+    from mvgviz.pipeline import fit
+    root = tmp_path_factory.mktemp("fi_data")
+    write_category(root, "widget", n_train=6, n_good=2, defects=("scratch",), n_defect=2, size=(48, 48))
+    cache = tmp_path_factory.mktemp("fi_cache")
+    model = fit(root, "widget", layers=LAYER, cache=cache, device="cpu")
+    return root, cache, json.loads(json.dumps(model.report()))
+
+
+def _copy(golden, tmp_path):
+    root, cache, rep = golden
+    dst = tmp_path / "cache"
+    shutil.copytree(cache, dst)
+    C._VERIFIED.clear()  # as in a new process
+    return root, dst, rep
+
+
+def _entry_file(cache, kind, name):
+    hits = []
+    for d in (cache / "entries").iterdir():
+        rec = json.loads((d / "meta.json").read_text())
+        if rec["parts"]["kind"] == kind and name in rec["arrays"]:
+            hits.append(d / f"{name}.npy")
+    assert len(hits) == 1, (kind, name, hits)
+    return hits[0]
+
+
+def _report(capsys, root, cache, *extra):
+    from mvgviz.cli import main
+    code = main(["report", "--data", str(root), "--category", "widget", "--layers", LAYER, "--cache", str(cache),
+                 "--device", "cpu", "--json", "--quiet", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+FOUND = [  # the issue's cases: (entry kind, array, damage)
+    ("layer", "state_eigvals", lambda p: _truncate(p)),
+    ("layer", "state_eigvecs", lambda p: _truncate(p, 100)),
+    ("layer", "component_auroc", lambda p: _truncate(p, 0)),        # empty file
+    ("layer", "component_auroc", lambda p: _flip(p)),               # 16 flipped bytes
+    ("layer", "components_test", lambda p: _truncate(p)),
+    ("layer", "maps_train", lambda p: _flip(p, 4000)),
+    ("data", "images_test", lambda p: _truncate(p)),
+    ("data", "masks_test", lambda p: _flip(p, 100)),
+]
+
+
+@pytest.mark.parametrize("kind,name,damage", FOUND, ids=[f"{k}-{n}-{i}" for i, (k, n, _) in enumerate(FOUND)])
+def test_damaged_entry_is_refitted_with_one_note_and_never_shown(golden, tmp_path, capsys, kind, name, damage):
+    root, cache, rep = _copy(golden, tmp_path)
+    path = _entry_file(cache, kind, name)
+    damage(path)
+    code, out, err = _report(capsys, root, cache)
+    assert code == 0 and json.loads(out) == rep  # the clean run's report, exactly
+    notes = [l for l in err.splitlines() if "damaged" in l]
+    assert len(notes) == 1 and f"{name}.npy" in notes[0] and "recomputed" in notes[0]
+    assert "Traceback" not in err
+    C._VERIFIED.clear()
+    code, out, err = _report(capsys, root, cache)  # healed: a plain hit
+    assert code == 0 and json.loads(out) == rep and "damaged" not in err
+
+
+def test_damaged_features_are_recomputed_when_needed(golden, tmp_path, capsys):
+    from mvgviz.pipeline import fit
+    root, cache, rep = _copy(golden, tmp_path)
+    _flip(_entry_file(cache, "features", "feat_train_1"), 1000)
+    assert fit(root, "widget", layers=LAYER, cache=cache).report() == rep  # not needed: not read
+    assert capsys.readouterr().err == ""
+    other = fit(root, "widget", layers="_blocks[10]", cache=cache, device="cpu")
+    assert other.computed_layers == ("_blocks[10]",)
+    err = capsys.readouterr().err
+    assert err.count("damaged") == 1 and "feat_train_1.npy does not match its checksum" in err
+    C._VERIFIED.clear()
+    assert all(r["valid"] for r in Store(cache).ls(verify=True))
+
+
+def test_load_verifies_before_returning_a_model(golden, tmp_path, capsys):
+    """The viewer's path (pipeline.load, memory maps): a damaged entry is no model, never a crash."""
+    from mvgviz.pipeline import fit, load
+    root, cache, rep = _copy(golden, tmp_path)
+    assert load(root, "widget", layers=LAYER, cache=cache).report() == rep
+    for kind, name in (("data", "images_test"), ("layer", "components_test")):
+        _truncate(_entry_file(cache, kind, name))
+        C._VERIFIED.clear()
+        assert load(root, "widget", layers=LAYER, cache=cache) is None  # "not cached": the app offers a fit
+        assert "damaged" in capsys.readouterr().err
+        model = fit(root, "widget", layers=LAYER, cache=cache, device="cpu")
+        assert model.report() == rep
+        n = model.data.n_images("test")
+        assert model.data.images("test").shape[0] == n and model.layer(LAYER).y("test").shape[0] == n
+
+
+def test_viewer_probe_of_a_damaged_cache_says_missing(golden, tmp_path):
+    from mvgviz.viewer import jobs as J
+    root, cache, _ = _copy(golden, tmp_path)
+    _truncate(_entry_file(cache, "data", "images_test"))
+    jobs = J.Jobs()
+    key = J.ModelKey(str(root), "widget", "efficientnet_lite0", str(cache))
+    with pytest.raises(J.NotCached):
+        J._load_cached(jobs, key)
+
+
+def test_report_of_a_read_only_cache(golden, tmp_path, capsys, monkeypatch):
+    root, cache, rep = _copy(golden, tmp_path)
+    before = _tree(cache)
+    _read_only(monkeypatch, cache)
+    code, out, err = _report(capsys, root, cache)
+    assert code == 0 and json.loads(out) == rep and err == ""
+    code, out, err = _report(capsys, root, cache, "--reg", "ridge:0.1")  # a miss
+    assert code == 2 and out == ""
+    assert err.strip() == (f"mvgviz: error: cache '{cache}' is read-only: cannot store new results "
+                           "(use a writable cache folder: --cache DIR or $MVGVIZ_CACHE)")
+    monkeypatch.undo()
+    assert _tree(cache) == before
+
+
+def test_report_of_a_cached_model_writes_nothing(golden, tmp_path, capsys, monkeypatch):
+    """A nearly full disk: every write under the cache fails with ENOSPC; a hit needs none."""
+    root, cache, rep = _copy(golden, tmp_path)
+    _read_only(monkeypatch, cache)
+    monkeypatch.setattr(os, "access", os.access.__wrapped__ if hasattr(os.access, "__wrapped__") else os.access)
+    import builtins
+    real_open = builtins.open
+
+    def full_open(p, mode="r", *a, **k):
+        if isinstance(p, (str, os.PathLike)) and str(p).startswith(str(cache)) and any(c in mode for c in "wax+"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(p))
+        return real_open(p, mode, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    code, out, err = _report(capsys, root, cache)
+    assert code == 0 and json.loads(out) == rep
+
+
+def test_cache_ls_flags_entries_whose_data_changed(golden, tmp_path, capsys):
+    from mvgviz.cli import main
+    root, cache, _ = _copy(golden, tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    assert main(["cache", "ls", "--cache", str(cache), "--data", str(data), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and all(r["data"] == "current" for r in rows)
+    assert all(r["data_root"] == str(root) for r in rows if r["kind"] != "features")
+    img = data / "widget" / "train" / "good" / "000.png"
+    img.write_bytes(img.read_bytes() + b"\0")  # one file changed
+    assert main(["cache", "ls", "--cache", str(cache), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(stale: data changed since") == 3
+    assert main(["cache", "ls", "--cache", str(cache)]) == 0  # the recorded root: unchanged
+    assert "stale" not in capsys.readouterr().out
+    assert main(["cache", "ls", "--cache", str(cache), "--data", str(tmp_path / "nowhere")]) == 0
+    assert capsys.readouterr().out.count("(stale: data not readable at") == 3
+
+
+def test_content_fingerprint_sees_pixels_changed_with_same_size_and_mtime(golden, tmp_path, capsys):
+    from mvgviz.cli import main
+    from mvgviz.pipeline import fit
+    root, cache, rep = _copy(golden, tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    import cv2
+    img = data / "widget" / "test" / "scratch" / "000.png"
+    stored = [cv2.IMWRITE_PNG_COMPRESSION, 0]  # uncompressed: the size depends on the dimensions only
+    pixels = cv2.imread(str(img))
+    cv2.imwrite(str(img), pixels, stored)
+    a = fit(data, "widget", layers=LAYER, cache=cache, device="cpu", fingerprint="content")
+    assert a.computed_layers == (LAYER,) and a.layer(LAYER).dataset_fingerprint.startswith("content:")
+    assert fit(data, "widget", layers=LAYER, cache=cache, fingerprint="content").computed_layers == ()
+    fit(data, "widget", layers=LAYER, cache=cache, device="cpu")  # the default's entry of these files
+    st = img.stat()
+    pixels[10:20, 10:20] = 255 - pixels[10:20, 10:20]  # other pixels ...
+    cv2.imwrite(str(img), pixels, stored)
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... same size, same mtime
+    assert img.stat().st_size == st.st_size and img.stat().st_mtime_ns == st.st_mtime_ns
+    stat_mode = fit(data, "widget", layers=LAYER, cache=cache, device="cpu")
+    assert stat_mode.computed_layers == ()  # the default cannot see it: a stale hit
+    content = fit(data, "widget", layers=LAYER, cache=cache, device="cpu", fingerprint="content")
+    assert content.computed_layers == (LAYER,)
+    assert main(["cache", "ls", "--cache", str(cache), "--data", str(data), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    content_rows = [r for r in rows if str(r["dataset"]).startswith("content:")]
+    assert sorted(r["data"] == "current" for r in content_rows) == [False] * 3 + [True] * 3
+    stat_rows = [r for r in rows if not str(r["dataset"]).startswith("content:")]
+    assert all(r["data"] == "current" for r in stat_rows if r["data_root"] == str(data))  # cannot see it
+    with pytest.raises(ValueError, match="fingerprint"):
+        fit(data, "widget", layers=LAYER, cache=cache, fingerprint="mtime")
