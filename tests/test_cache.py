@@ -667,3 +667,58 @@ def test_content_fingerprint_sees_pixels_changed_with_same_size_and_mtime(golden
     assert all(r["data"] == "current" for r in stat_rows if r["data_root"] == str(data))  # cannot see it
     with pytest.raises(ValueError, match="fingerprint"):
         fit(data, "widget", layers=LAYER, cache=cache, fingerprint="mtime")
+
+
+# Real mounts (root with mount rights only): a read-only bind mount and a small full tmpfs
+
+def _mount(*args):
+    r = subprocess.run(["mount", *map(str, args)], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+@pytest.fixture
+def mountpoint(tmp_path):
+    mp_ = tmp_path / "mnt"
+    mp_.mkdir()
+    yield mp_
+    subprocess.run(["umount", "-l", str(mp_)], capture_output=True)
+
+
+def test_report_from_a_read_only_bind_mount(golden, tmp_path, capsys, mountpoint):
+    root, cache, rep = _copy(golden, tmp_path)
+    if not (_mount("--bind", cache, mountpoint) and _mount("-o", "remount,bind,ro", mountpoint)):
+        pytest.skip("cannot bind-mount here")
+    assert not os.access(mountpoint, os.W_OK)
+    code, out, err = _report(capsys, root, mountpoint)
+    assert code == 0 and json.loads(out) == rep and err == ""
+    code, out, err = _report(capsys, root, mountpoint, "--reg", "ridge:0.1")
+    assert code == 2 and f"cache '{mountpoint}' is read-only" in err and len(err.strip().splitlines()) == 1
+    from mvgviz.cli import main
+    assert main(["cache", "ls", "--cache", str(mountpoint)]) == 0
+    assert "(read-only): 3 entries" in capsys.readouterr().out
+
+
+def test_a_full_disk(golden, tmp_path, capsys, mountpoint):
+    root, cache, rep = _copy(golden, tmp_path)
+    size = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    if not _mount("-t", "tmpfs", "-o", f"size={size + (4 << 20)}", "tmpfs", mountpoint):
+        pytest.skip("cannot mount a tmpfs here")
+    full = mountpoint / "cache"
+    shutil.copytree(cache, full)
+    with open(mountpoint / "filler", "wb") as f:  # fill the disk
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    code, out, err = _report(capsys, root, full)  # a hit needs no space
+    assert code == 0 and json.loads(out) == rep
+    code, out, err = _report(capsys, root, full, "--reg", "ridge:0.1")  # a miss must write
+    assert code == 2 and out == ""
+    line = err.strip()
+    assert len(line.splitlines()) == 1 and line.startswith(f"mvgviz: error: disk full: cannot write '{full}/")
+    assert not any((full / "tmp").iterdir())  # nothing half written left
+    os.remove(mountpoint / "filler")
+    code, out, err = _report(capsys, root, full, "--reg", "ridge:0.1")
+    assert code == 0
