@@ -217,7 +217,9 @@ def _cache_command(args) -> int:
         return 0
     rows = store.ls(verify=args.verify)
     seen: dict = {}  # (root, category, mode) -> fingerprint now, computed once per command
-    for r in rows:
+    roots = {(r.get("dataset"), r.get("category")): r["data_root"] for r in rows if r.get("data_root")}
+    for r in rows:  # feature entries record no root: that of the data entry of the same files
+        r["data_root"] = r.get("data_root") or roots.get((r.get("dataset"), r.get("category")))
         r["data"] = _data_state(r, args.data, seen)
     for name in store.removed:  # on stderr with --json, so that stdout stays one JSON list
         print(f"removed leftover {store.dir / 'tmp' / name} (its writing process is dead)",

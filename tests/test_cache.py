@@ -623,7 +623,7 @@ def test_cache_ls_flags_entries_whose_data_changed(golden, tmp_path, capsys):
     assert main(["cache", "ls", "--cache", str(cache), "--data", str(data), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and all(r["data"] == "current" for r in rows)
-    assert all(r["data_root"] == str(root) for r in rows if r["kind"] != "features")
+    assert all(r["data_root"] == str(root) for r in rows)
     img = data / "widget" / "train" / "good" / "000.png"
     img.write_bytes(img.read_bytes() + b"\0")  # one file changed
     assert main(["cache", "ls", "--cache", str(cache), "--data", str(data)]) == 0
@@ -631,6 +631,14 @@ def test_cache_ls_flags_entries_whose_data_changed(golden, tmp_path, capsys):
     assert out.count("(stale: data changed since") == 3
     assert main(["cache", "ls", "--cache", str(cache)]) == 0  # the recorded root: unchanged
     assert "stale" not in capsys.readouterr().out
+    changed = root / "widget" / "test" / "good" / "000.png"
+    st = changed.stat()
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert main(["cache", "ls", "--cache", str(cache)]) == 0  # the recorded root changed
+        assert capsys.readouterr().out.count("(stale: data changed since") == 3
+    finally:
+        os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert main(["cache", "ls", "--cache", str(cache), "--data", str(tmp_path / "nowhere")]) == 0
     assert capsys.readouterr().out.count("(stale: data not readable at") == 3
 
@@ -705,13 +713,16 @@ def test_a_full_disk(golden, tmp_path, capsys, mountpoint):
         pytest.skip("cannot mount a tmpfs here")
     full = mountpoint / "cache"
     shutil.copytree(cache, full)
-    with open(mountpoint / "filler", "wb") as f:  # fill the disk
-        try:
-            while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
+    fd = os.open(mountpoint / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # fill the disk, to the last byte
+        for block in (1 << 16, 1 << 10, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * block)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
     code, out, err = _report(capsys, root, full)  # a hit needs no space
     assert code == 0 and json.loads(out) == rep
     code, out, err = _report(capsys, root, full, "--reg", "ridge:0.1")  # a miss must write
