@@ -3,7 +3,7 @@
     mvgviz demo-data DIR
     mvgviz fit    --data ROOT --category CAT [--backbone NAME] [--layers A,B] [--device D] [--cache DIR] [--reg R]
     mvgviz report --data ROOT --category CAT [same model options] [--json]
-    mvgviz cache ls|clear [--cache DIR]
+    mvgviz cache ls|clear [--cache DIR] [--data ROOT] [--verify]
 
 Progress bars go to stderr (``--quiet`` silences them); results go to stdout. Errors
 print one line naming the file or argument and exit with status 2.
@@ -51,6 +51,12 @@ def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("dat
                         "float16 (half the disk; metrics change slightly, see README)")
     p.add_argument("--unlabelled", action="store_true",
                    help="accept a test split without labels or masks (metrics that need them show as n/a)")
+    p.add_argument("--fingerprint", default="stat", choices=["stat", "content"],
+                   help="identify the data in the cache by each file's size and mtime (stat, default) or "
+                        "by a hash of its bytes (content: reads every image once per run; see README, Cache)")
+    p.add_argument("--verify", default=None, choices=["first", "full"],
+                   help="cache checksums: on the first read in a process (first, default; or "
+                        "$MVGVIZ_VERIFY) or on every read (full)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--timings", default=None, metavar="FILE", help="write the wall time of each step as JSON")
 
@@ -87,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["ls", "clear"])
     p.add_argument("--cache", default=None)
     p.add_argument("--json", action="store_true", help="(ls) print JSON")
+    p.add_argument("--data", default=None,
+                   help="(ls) data root to check entries against (default: the root each entry recorded)")
+    p.add_argument("--verify", action="store_true", help="(ls) also check every array's checksum and values")
 
     from .export import add_export_parsers  # the figure exporter owns its own options
     add_export_parsers(sub, _model_args)
@@ -117,9 +126,14 @@ def _fit_from_args(args):
     from .pipeline import fit
     from .progress import TqdmProgress
     progress = TqdmProgress(quiet=args.quiet)
+    cache = args.cache
+    if getattr(args, "verify", None):
+        from .cache import Store
+        cache = Store(args.cache, verify=args.verify)
     model = fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
-                reg=args.reg, device=args.device, cache=args.cache, batch_size=args.batch_size,
-                storage=args.storage, unlabelled=args.unlabelled, progress=progress)
+                reg=args.reg, device=args.device, cache=cache, batch_size=args.batch_size,
+                storage=args.storage, unlabelled=args.unlabelled, fingerprint=getattr(args, "fingerprint", "stat"),
+                progress=progress)
     if args.timings:
         Path(args.timings).write_text(json.dumps(progress.timings, indent=1))
     return model
@@ -198,36 +212,77 @@ def _dispatch(args) -> int:
         return 0
 
     if args.command == "cache":
-        from .cache import Store
-        store = Store(args.cache)
-        if args.action == "clear":
-            n = store.clear()
-            print(f"removed {n} entries from {store.dir}")
-            return 0
-        rows = store.ls()
-        if args.json:
-            json.dump(rows, sys.stdout, default=str)
-            sys.stdout.write("\n")
-            return 0
-        if not rows:
-            print(f"cache {store.dir} is empty")
-            return 0
-        print(f"cache {store.dir}: {len(rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB")
-        for r in rows:
-            flag = "" if r["valid"] and r["current_version"] else "  (stale: " + (
-                "older mvgviz version" if not r["current_version"] else "incomplete") + ")"
-            kind = r.get("kind")
-            what = (f"{r.get('backbone', '')} {r.get('layer', '')} reg={r.get('reg', '')} "
-                    f"weights={r.get('weights', '')}" if kind == "layer" else
-                    f"{r.get('backbone', '')} feature maps, {r.get('storage', '')}" if kind == "features"
-                    else "images+masks")
-            print(f"  {r['key'][:12]}  {r.get('category', '?'):<14} {what:<60} {r['bytes'] / 1e6:8.1f} MB{flag}")
-        return 0
+        return _cache_command(args)
 
     if args.command.startswith("export"):
         from .export import run_export
         return run_export(args, _fit_from_args)
     raise AssertionError(args.command)
+
+
+def _cache_command(args) -> int:
+    from .cache import Store
+    store = Store(args.cache)
+    if args.action == "clear":
+        n = store.clear()
+        print(f"removed {n} entries from {store.dir}")
+        return 0
+    rows = store.ls(verify=args.verify)
+    seen: dict = {}  # (root, category, mode) -> fingerprint now, computed once per command
+    roots = {(r.get("dataset"), r.get("category")): r["data_root"] for r in rows if r.get("data_root")}
+    for r in rows:  # feature entries record no root: that of the data entry of the same files
+        r["data_root"] = r.get("data_root") or roots.get((r.get("dataset"), r.get("category")))
+        r["data"] = _data_state(r, args.data, seen)
+    for name in store.removed:  # on stderr with --json, so that stdout stays one JSON list
+        print(f"removed leftover {store.dir / 'tmp' / name} (its writing process is dead)",
+              file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        json.dump(rows, sys.stdout, default=str)
+        sys.stdout.write("\n")
+        return 0
+    ro = " (read-only)" if store.readonly else ""
+    if not rows:
+        print(f"cache {store.dir}{ro} is empty")
+        return 0
+    print(f"cache {store.dir}{ro}: {len(rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB")
+    for r in rows:
+        flags = ([] if r["current_version"] else ["stale: older mvgviz version"]) + \
+                ([] if r["valid"] else [f"damaged: {r['problem']}"]) + \
+                ([f"stale: {r['data']}"] if r["data"] not in ("current", "unknown") else [])
+        kind = r.get("kind")
+        what = (f"{r.get('backbone', '')} {r.get('layer', '')} reg={r.get('reg', '')} "
+                f"weights={r.get('weights', '')}" if kind == "layer" else
+                f"{r.get('backbone', '')} feature maps, {r.get('storage', '')}" if kind == "features"
+                else "images+masks")
+        print(f"  {r['key'][:12]}  {r.get('category', '?'):<14} {what:<60} {r['bytes'] / 1e6:8.1f} MB"
+              + "".join(f"  ({f})" for f in flags))
+    return 0
+
+
+def _data_state(row: dict, data: str | None, seen: dict) -> str:
+    """``current`` (the entry's data set is unchanged), ``unknown`` (no data root known), or why it
+    is stale: the data changed since, or cannot be read at the root. Each entry is checked with the
+    fingerprint it was made with (stat or content)."""
+    root = data or row.get("data_root")
+    category, fp = row.get("category"), row.get("dataset")
+    if not root or not category or not fp:
+        return "unknown"
+    mode = "content" if str(fp).startswith("content:") else "stat"
+    key = (str(root), category, mode)
+    if key not in seen:
+        from .data import MissingLabels, content_fingerprint, load_category
+        try:
+            try:
+                cat = load_category(root, category)
+            except MissingLabels:
+                cat = load_category(root, category, unlabelled=True)
+            seen[key] = content_fingerprint(cat) if mode == "content" else cat.fingerprint
+        except (ValueError, OSError) as e:
+            seen[key] = e
+    now = seen[key]
+    if isinstance(now, Exception):
+        return f"data not readable at {root} ({str(now).splitlines()[0]})"
+    return "current" if now == fp else f"data changed since (files in {Path(root) / category})"
 
 
 def run() -> None:

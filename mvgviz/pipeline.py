@@ -35,7 +35,7 @@ from . import __version__
 from .backbones import RANDOM, LayerSpec, check_weights_available, get_spec, parse_layers, weights_tag
 from .cache import Entry, Store, make_key
 from .conventions import DEFAULT_BACKBONE, SPLITS, ParamError
-from .data import Category, Preprocessing, load_category, load_split_arrays
+from .data import FINGERPRINTS, Category, Preprocessing, content_fingerprint, load_category, load_split_arrays
 from .diagnostics import component_diagnostics
 from .featurepass import CachedFeatures, check_storage, feature_key, feature_pass
 from .gaussian import reg_tag
@@ -92,7 +92,7 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKB
         layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
         device: str = "auto", cache: str | os.PathLike | Store | None = None,
         preprocessing: Preprocessing | None = None, batch_size: int = 16, storage: str = "float32",
-        unlabelled: bool = False, progress: Progress | None = None) -> Model:
+        unlabelled: bool = False, fingerprint: str = "stat", progress: Progress | None = None) -> Model:
     """Fit (or load from the cache) one Gaussian per layer for a category.
 
     Parameters
@@ -116,11 +116,17 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKB
     unlabelled
         Accept a test split without (complete) labels or masks: metrics that need them are None,
         with a note; everything else works. See :func:`mvgviz.data.load_category`.
+    fingerprint
+        How the data set is identified in the cache keys: ``"stat"`` (default: every file's path,
+        size and mtime) or ``"content"`` (path, size and a hash of the bytes: sees pixels changed
+        with the same size and mtime; reads every image once per call). Entries of one mode are
+        misses for the other.
     """
     progress = progress or Progress()
     check_device(device)
     batch_size = _check_batch_size(batch_size)
-    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage, unlabelled)
+    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage, unlabelled,
+                   fingerprint)
     missing = [l for l in look.wanted if look.entries[l.name] is None]
     if missing:  # before decoding anything: no weights, no work and no cache entry
         check_weights_available(backbone, weights)
@@ -147,11 +153,13 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKB
 def load(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKBONE,
          layers: str | Sequence[str] | None = None, weights: str | None = None, reg: str = "none",
          cache: str | os.PathLike | Store | None = None, preprocessing: Preprocessing | None = None,
-         storage: str = "float32", unlabelled: bool = False) -> Model | None:
+         storage: str = "float32", unlabelled: bool = False, fingerprint: str = "stat") -> Model | None:
     """The model from the cache, or None if any part of it is not cached. Never computes,
     never waits on a lock, never imports torch: a cheap check for viewers. Same options as
-    :func:`fit` (a cache entry from another mvgviz version is a miss: None)."""
-    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage, unlabelled)
+    :func:`fit` (a cache entry from another mvgviz version is a miss: None; so is a damaged
+    entry, which :meth:`mvgviz.cache.Store.get` removes with a note)."""
+    look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage, unlabelled,
+                   fingerprint)
     data = look.store.get(_data_key(look.cat, look.pre)[0])
     if data is None or any(e is None for e in look.entries.values()):
         return None
@@ -196,7 +204,7 @@ class _Lookup:
 
 
 def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage,
-            unlabelled) -> _Lookup:
+            unlabelled, fingerprint="stat") -> _Lookup:
     """Validate the options and find the cache entries of every wanted layer (None = missing)."""
     pre = preprocessing or Preprocessing()
     spec = get_spec(backbone)
@@ -205,7 +213,11 @@ def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing
     rtag = reg_tag(reg)
     storage = check_storage(storage)
     store = cache if isinstance(cache, Store) else Store(cache)
+    if fingerprint not in FINGERPRINTS:
+        raise ParamError("fingerprint", f"must be one of {', '.join(FINGERPRINTS)}, got {fingerprint!r}")
     cat = load_category(root, category, unlabelled=bool(unlabelled))
+    if fingerprint == "content":
+        cat = dataclasses.replace(cat, fingerprint=content_fingerprint(cat))
     base = {"kind": "layer", "method": MVG.name, "dataset": cat.fingerprint, "category": cat.name,
             "labels": _label_tag(cat), "backbone": backbone, "weights": wtag,
             "preprocessing": pre.tag(), "reg": rtag, "storage": storage, "version": __version__}
@@ -241,6 +253,11 @@ def _label_tag(cat: Category) -> dict:
     return {"image": cat.test.image_labels, "pixel": cat.test.pixel_labels, "note": cat.test.label_note}
 
 
+def _source(cat: Category) -> dict:
+    """Where an entry's data came from (recorded in its meta.json for ``cache ls``; not in the key)."""
+    return {"data_root": str(Path(cat.root).absolute())}
+
+
 def _split_labels(split) -> list[int]:
     """1 = defective, 0 = good, -1 = unknown."""
     return [int(v) for v in np.asarray(split.labels).tolist()]
@@ -257,7 +274,7 @@ def _ensure_data(store: Store, cat: Category, pre: Preprocessing, batch_size: in
             if entry is None:
                 _import_compute_stack(progress)
                 step = max(batch_size, 32)
-                with store.writer(key, parts) as w, progress.task("decode", total=len(cat.train) + len(cat.test)) as t:
+                with store.writer(key, parts, source=_source(cat)) as w, progress.task("decode", total=len(cat.train) + len(cat.test)) as t:
                     for name in SPLITS:
                         split = cat.split(name)
                         n, s = len(split), pre.crop
@@ -325,7 +342,7 @@ def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatu
     out = {}  # the entry's meta beside ``meta``
     # one bar per method, five steps; each step's time is recorded under its own name
     with progress.task(f"layer {label}", total=5) as bar:
-        with look.store.writer(key, parts) as w:
+        with look.store.writer(key, parts, source=_source(look.cat)) as w:
             with progress.timer(f"fit {label}"):
                 state = method.fit(feats, device=dev, batch_size=batch_size, progress=progress)
             for name, arr in state.arrays.items():

@@ -257,6 +257,77 @@ class LayerModel:
         return np.asarray(self.entry.array(Names.image_scores(split), mmap=False))
 
 
+def check_entry(entry: Entry) -> str | None:
+    """Why an entry's values cannot be right (None: nothing found). Cheap: reads only the small
+    arrays (eigenvalues, component AUROCs, image scores) and the shapes of the others.
+
+    Refused: a metric that is not None and not in [0, 1] (NaN included); a negative or non-finite
+    eigenvalue; a component AUROC outside [0, 1] or a negative error bound; a non-finite image
+    score; arrays whose shapes disagree with each other or with the entry's meta (image counts,
+    channels, feature size). Only what the entry holds is checked. Called by
+    :meth:`mvgviz.cache.Store.get` before an entry is trusted.
+    """
+    kind = entry.parts.get("kind")
+    meta, info = entry.meta, entry.info
+
+    def shape(name):
+        return tuple(info[name]["shape"]) if name in info else None
+
+    def small(name):
+        return np.asarray(entry.array(name, mmap=False))
+
+    try:
+        if kind == "data":
+            for split in ("train", "test"):
+                im, m = shape(Names.images(split)), shape(Names.masks(split))
+                n = len(meta[Names.files(split)]) if Names.files(split) in meta else None
+                if im is not None and (len(im) != 4 or im[3] != 3 or (n is not None and im[0] != n)):
+                    return f"{Names.images(split)} has shape {im}, expected ({n}, S, S, 3)"
+                if m is not None and im is not None and m != im[:3]:
+                    return f"{Names.masks(split)} has shape {m}, expected {im[:3]}"
+                if n is not None and len(meta.get(Names.labels(split), [0] * n)) != n:
+                    return f"{Names.labels(split)} has {len(meta[Names.labels(split)])} labels for {n} images"
+            return None
+        if kind != "layer":
+            return None
+        for k, v in (meta.get("metrics") or {}).items():
+            if k != "note" and v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                return f"metric {k} is {v!r}, not in [0, 1]"
+        if Names.state("eigvals") in info:
+            ev = small(Names.state("eigvals"))
+            if ev.ndim != 1 or not np.all(np.isfinite(ev)) or np.any(ev < 0):
+                return "state_eigvals has a negative or non-finite eigenvalue"
+            if "channels" in meta and len(ev) != meta["channels"]:
+                return f"state_eigvals has {len(ev)} values for {meta['channels']} channels"
+        if Names.COMPONENT_AUROC in info:
+            a = small(Names.COMPONENT_AUROC)
+            if not np.all((a >= 0) & (a <= 1)):  # NaN fails both
+                return f"{Names.COMPONENT_AUROC} has values outside [0, 1]"
+            if "channels" in meta and a.shape != (meta["channels"],):
+                return f"{Names.COMPONENT_AUROC} has shape {a.shape}, expected ({meta['channels']},)"
+        if Names.COMPONENT_AUROC_ERROR in info:
+            e = small(Names.COMPONENT_AUROC_ERROR)
+            if not np.all(e >= 0):
+                return f"{Names.COMPONENT_AUROC_ERROR} has negative or NaN values"
+        for split in ("train", "test"):
+            y, m, s = (shape(Names.components(split)), shape(Names.maps(split)),
+                       shape(Names.image_scores(split)))
+            if y is not None and "channels" in meta and "feature_size" in meta and \
+                    y[1:] != (meta["channels"], *meta["feature_size"]):
+                return f"{Names.components(split)} has shape {y}, expected (N, {meta['channels']}, " \
+                       f"{', '.join(map(str, meta['feature_size']))})"
+            if y is not None and m is not None and (m[0] != y[0] or m[1:] != y[2:]):
+                return f"{Names.maps(split)} has shape {m}, {Names.components(split)} {y}"
+            if s is not None:
+                if m is not None and s != (m[0],):
+                    return f"{Names.image_scores(split)} has shape {s}, expected ({m[0]},)"
+                if not np.all(np.isfinite(small(Names.image_scores(split)))):
+                    return f"{Names.image_scores(split)} has non-finite values"
+        return None
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        return f"unreadable values ({e})"
+
+
 def _index(sel):
     if sel is None:
         return slice(None)
