@@ -268,20 +268,35 @@ def _read_state(path: str, *, mmap: bool = False) -> dict:
     return state
 
 
+_HEAD = ("fc.", "_fc.")  # the classifier head: never used, so never required nor checked
+
+
 def _check_state(model, state: dict, path: str) -> None:
-    """Every tensor the network uses up to its deepest layer is in ``state``, with its shape."""
+    """``state`` fits ``model``: every tensor the network uses (all but the classifier head) is
+    there with its shape, and no tensor of another network's modules is left over (a ResNet-34
+    file holds every ResNet-18 tensor, plus blocks that ResNet-18 lacks). A head of another
+    shape (a fine-tuned classifier) is dropped from ``state``, in place."""
     import torch
     expected = model.state_dict()
-    # The classifier head is never used; everything up to the deepest layer must load.
-    missing = [k for k in expected if k not in state and not k.startswith(("fc.", "_fc."))]
+    missing = [k for k in expected if k not in state and not k.startswith(_HEAD)]
     if missing:
         unexpected = [k for k in state if k not in expected]
         raise BackboneOptionError("weights", f": {path!r} does not fit this network: missing {len(missing)} "
                                   f"tensors (e.g. {missing[0]!r}); unexpected {len(unexpected)}")
+    modules = {k.split(".", 1)[0] for k in expected}
+    extra = [k for k, v in state.items() if k not in expected and not k.startswith(_HEAD)
+             and isinstance(v, torch.Tensor) and k.split(".", 1)[0] in modules]
+    if extra:
+        raise BackboneOptionError("weights", f": {path!r} does not fit this network: {len(extra)} tensors of "
+                                  f"modules it lacks (e.g. {extra[0]!r}): the weights of another (deeper?) network")
     for k, ref in expected.items():
         if k not in state:
             continue
         v = state[k]
+        if k.startswith(_HEAD):
+            if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(ref.shape):
+                del state[k]
+            continue
         if not isinstance(v, torch.Tensor):
             raise BackboneOptionError("weights", f": {path!r} does not fit this network: {k!r} is a "
                                       f"{type(v).__name__}, not a tensor")
