@@ -258,7 +258,9 @@ def _read_state(path: str, *, mmap: bool = False) -> dict:
             TypeError, MemoryError) as e:  # torch raises many types for a bad file
         if is_zip:
             raise bad("the PyTorch archive is corrupt or truncated (re-copy the file)") from e
-        raise bad("not a PyTorch file, or a truncated one (expected a file written by torch.save)") from e
+        if head[:1] == b"\x80":  # a pickle: PyTorch's legacy format
+            raise bad("the PyTorch file (legacy format) is corrupt or truncated (re-copy the file)") from e
+        raise bad("not a PyTorch file (expected a file written by torch.save)") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
