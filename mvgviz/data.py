@@ -9,6 +9,15 @@ Layout (METHOD.md)::
 Image index = position in the sorted file list of the split (test folders sorted by
 name, files sorted by name), 0-based.
 
+Files read: :data:`IMAGE_EXTENSIONS` (any case); other visible files of an image folder are
+ignored and listed in ``Category.ignored`` (:meth:`Category.ignored_notes`: one line per
+folder). ``category`` is one folder name under the root (:func:`check_category_name`).
+Before decoding, a file's first bytes must match its extension, its header size must be at
+most :data:`MAX_IMAGE_PIXELS`, a PNG's chunks must be complete with matching CRCs and a JPEG
+must end with its end-of-image marker. A test split whose masks are all empty has no pixel
+labels (strict loading: :class:`MissingLabels` naming the ``ground_truth`` folder); only
+the masks are read to find it, until the first anomalous pixel.
+
 Labels. Strict loading (the default) needs every test image in ``test/good`` or
 ``test/<defect>``, every defect image's mask, and both kinds of test image; what is
 missing raises :class:`MissingLabels`. ``load_category(..., unlabelled=True)`` loads

@@ -116,6 +116,12 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKB
     unlabelled
         Accept a test split without (complete) labels or masks: metrics that need them are None,
         with a note; everything else works. See :func:`mvgviz.data.load_category`.
+
+    Every input is checked before any work (options, the category's name, folders and labels,
+    masks that are all empty, the weights file against the network); a bad one raises a
+    ValueError naming it (:class:`mvgviz.conventions.ParamError` for a parameter) and leaves
+    nothing in the cache. Files of the image folders that are not read are reported through
+    ``progress.message``, one line per folder.
     """
     progress = progress or Progress()
     # Everything is checked before any work: options, the category's files and labels (masks all
