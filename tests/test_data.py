@@ -408,3 +408,175 @@ def test_unlabelled_mask_of_other_size_is_still_an_error(tmp_path):
 
 def test_missing_labels_is_a_data_error():
     assert issubclass(MissingLabels, DataError)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input (issue 9, items 7-10): checked before decoding, one reason naming the file
+# ---------------------------------------------------------------------------------------
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
+    from conftest import write_png_bomb
+    import mvgviz.data as D
+    bomb = write_png_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(cv2.error):  # what OpenCV alone does with it: a traceback
+        cv2.imdecode(np.fromfile(bomb, np.uint8), cv2.IMREAD_UNCHANGED)
+    monkeypatch.setattr(D.cv2, "imdecode", lambda *a: pytest.fail("decoded a decompression bomb"))
+    with pytest.raises(DataError, match=r"bomb\.png' is 40000x40000 pixels \(1600 megapixels\): more than "
+                                        r"the limit of 100 megapixels"):
+        read_image(bomb)
+    with pytest.raises(DataError, match="40000x40000"):
+        read_mask(bomb)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".jpg"])
+def test_size_limit_reads_each_format_header(tmp_path, monkeypatch, ext):
+    """The limit is checked from the header of every format that is read: an image just over it
+    is refused, one at it is decoded (the limit is lowered to keep the test small)."""
+    import mvgviz.data as D
+    img = np.full((30, 40, 3), 128, np.uint8)
+    cv2.imwrite(str(tmp_path / f"a{ext}"), img)
+    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 30 * 40 - 1)
+    with pytest.raises(DataError, match=r"is 40x30 pixels"):
+        read_image(tmp_path / f"a{ext}")
+    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 30 * 40)
+    assert read_image(tmp_path / f"a{ext}").shape == (30, 40, 3)
+
+
+def test_jpeg_named_png_is_called_so(tmp_path):
+    p = tmp_path / "photo.png"
+    ok, buf = cv2.imencode(".jpg", np.zeros((20, 20, 3), np.uint8))
+    p.write_bytes(buf.tobytes())
+    with pytest.raises(DataError, match=r"photo\.png' is a JPEG file named \.png: rename it to \.jpg"):
+        read_image(p)
+    q = tmp_path / "scan.jpg"
+    q.write_bytes(cv2.imencode(".png", np.zeros((20, 20), np.uint8))[1].tobytes())
+    with pytest.raises(DataError, match=r"is a PNG file named \.jpg"):
+        read_image(q)
+    g = tmp_path / "anim.png"
+    g.write_bytes(b"GIF89a" + b"\x00" * 40)
+    with pytest.raises(DataError, match=r"is a GIF file named \.png: convert it to PNG"):
+        read_image(g)
+
+
+def _png_with_flipped_bytes(path, offset_from_end=100):
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(path), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    b = bytearray(path.read_bytes())
+    for i in range(16):  # 16 flipped bytes inside the image data (IDAT), the file keeps its length
+        b[-offset_from_end - i] ^= 0xFF
+    path.write_bytes(bytes(b))
+    return path
+
+
+def test_corrupt_png_gives_one_message_and_nothing_from_libpng(tmp_path, capfd):
+    p = _png_with_flipped_bytes(tmp_path / "flip.png")
+    with pytest.raises(DataError, match=r"flip\.png' is corrupt: the CRC of its PNG chunk 'IDAT'"):
+        read_image(p)
+    capfd.readouterr()
+    cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_UNCHANGED)  # OpenCV alone: libpng speaks up
+    assert "libpng error" in capfd.readouterr().err
+    with pytest.raises(DataError):
+        read_image(p)
+    assert capfd.readouterr().err == ""
+
+
+def test_truncated_jpeg(tmp_path):
+    p = tmp_path / "cut.jpg"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(p), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    assert read_image(p).shape == (64, 64, 3)
+    p.write_bytes(p.read_bytes()[:-300])
+    with pytest.raises(DataError, match=r"cut\.jpg' is truncated or corrupt: no JPEG end-of-image marker"):
+        read_image(p)
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("std", (0.229, 0.0, 0.225), r"`std` must be > 0 for every RGB channel"),
+    ("std", (0.2, 0.2), r"`std` must be 3 finite numbers"),
+    ("mean", (0.5, float("nan"), 0.5), r"`mean` must be 3 finite numbers"),
+    ("mean", "abc", r"`mean` must be 3 finite numbers"),
+    ("resize", 0, r"`resize` must be a positive integer"),
+    ("resize", 256.0, r"`resize` must be a positive integer"),
+    ("crop", 300, r"`crop` must be in 1\.\.resize=256, got 300"),
+    ("crop", -1, r"`crop` must be a positive integer"),
+])
+def test_preprocessing_is_validated_naming_the_field(field, value, pattern):
+    from mvgviz.conventions import ParamError
+    with pytest.raises(DataError, match=pattern) as e:
+        Preprocessing(**{field: value})
+    assert isinstance(e.value, ParamError) and e.value.param == field
+    # lists (a manifest's JSON) are accepted and become tuples: the key is unchanged
+    p = Preprocessing(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    assert p == Preprocessing() and p.tag() == Preprocessing().tag() and hash(p) == hash(Preprocessing())
+
+
+@pytest.mark.parametrize("name", ["../other/widget", "../other", "widget/../../other/widget", "..", ".",
+                                  "/abs/widget", "sub/widget", "", " "])
+def test_category_names_are_confined_to_the_root(tmp_path, name):
+    from mvgviz.conventions import ParamError
+    write_category(tmp_path / "data", "widget")
+    write_category(tmp_path / "other", "widget")  # what ../other/widget would reach
+    write_category(tmp_path / "data" / "sub", "widget")
+    with pytest.raises(DataError, match="`category` must be") as e:
+        load_category(tmp_path / "data", name)
+    assert isinstance(e.value, ParamError) and e.value.param == "category"
+
+
+def test_extensions_read_and_other_files_reported(tmp_path):
+    cat = write_category(tmp_path, "widget", defects=("crack",))
+    (cat / "test" / "crack" / "003.webp").write_bytes(b"RIFF\x00\x00\x00\x00WEBP")
+    (cat / "test" / "crack" / "004.gif").write_bytes(b"GIF89a")
+    (cat / "test" / "crack" / ".DS_Store").write_bytes(b"x")  # hidden: passed over silently
+    (cat / "train" / "good" / "notes.txt").write_text("x")
+    img = cv2.imread(str(cat / "train" / "good" / "000.png"))
+    for i, ext in enumerate((".jpg", ".JPEG", ".bmp", ".tif", ".TIFF")):
+        cv2.imwrite(str(cat / "train" / "good" / f"x{i}{ext}"), img)
+    c = load_category(tmp_path, "widget")
+    assert [p.name for p in c.train.paths] == ["000.png", "001.png", "002.png", "003.png", "004.png", "005.png",
+                                               "x0.jpg", "x1.JPEG", "x2.bmp", "x3.tif", "x4.TIFF"]
+    assert sorted(p.name for p in c.ignored) == ["003.webp", "004.gif", "notes.txt"]
+    notes = c.ignored_notes()
+    assert len(notes) == 2 and all("\n" not in n for n in notes)
+    crack = [n for n in notes if "crack" in n][0]
+    assert crack.startswith(f"ignored 2 files that are not images (.gif, .webp) in {str(cat / 'test' / 'crack')!r}")
+    assert ".png .jpg .jpeg .bmp .tif .tiff" in crack
+    assert [n for n in notes if "train" in n][0].startswith("ignored 1 file that is not an image (.txt)")
+    # no note without such files
+    assert load_category(write_category(tmp_path / "b", "clean").parent, "clean").ignored_notes() == []
+
+
+def test_empty_split_says_which_files_were_ignored(tmp_path):
+    cat = write_category(tmp_path, "widget")
+    for p in (cat / "train" / "good").glob("*.png"):
+        p.rename(p.with_suffix(".webp"))
+    with pytest.raises(DataError, match=r"holds no images .*; 6 other files \(\.webp\) were ignored"):
+        load_category(tmp_path, "widget")
+
+
+def _empty_masks(cat):
+    for m in (cat / "ground_truth").rglob("*_mask.png"):
+        cv2.imwrite(str(m), np.zeros(cv2.imread(str(m), cv2.IMREAD_UNCHANGED).shape[:2], np.uint8))
+
+
+def test_all_empty_masks_found_from_the_masks_alone(tmp_path, monkeypatch):
+    import mvgviz.data as D
+    cat = write_category(tmp_path, "widget", defects=("crack", "hole"))
+    _empty_masks(cat)
+    monkeypatch.setattr(D, "read_image", lambda p: pytest.fail(f"decoded image {p}"))
+    with pytest.raises(MissingLabels, match=r"the 4 masks in '.*widget/ground_truth' \(ground_truth/crack, "
+                                            r"ground_truth/hole\) are all empty: pixel metrics need at least one"):
+        load_category(tmp_path, "widget")
+    # unlabelled: loaded, image labels kept, pixel metrics off with the reason
+    c = load_category(tmp_path, "widget", unlabelled=True)
+    assert c.test.image_labels and not c.test.pixel_labels and "are all empty" in c.test.label_note
+    # one anomalous pixel anywhere is enough; the masks are read only until it is found
+    m = cat / "ground_truth" / "crack" / "000_mask.png"
+    mask = np.zeros(cv2.imread(str(m), cv2.IMREAD_UNCHANGED).shape[:2], np.uint8)
+    mask[3, 4] = 255
+    cv2.imwrite(str(m), mask)
+    read = []
+    orig = D.read_mask
+    monkeypatch.setattr(D, "read_mask", lambda p: read.append(p) or orig(p))
+    c = load_category(tmp_path, "widget")
+    assert c.test.pixel_labels and read == [m]

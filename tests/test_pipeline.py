@@ -295,3 +295,32 @@ def test_unlabelled_data_fits_with_metrics_not_available(tiny, tmp_path, keep_de
                  "--cache", str(tmp_path / "c"), "--quiet", "--unlabelled"]) == 0
     out = capsys.readouterr().out
     assert "n/a" in out and "n/a (needs masks)" in out
+
+
+@pytest.mark.parametrize("kind", ["batch_size 0", "bad weights file", "masks all empty", "preprocessing not a Preprocessing"])
+def test_fit_checks_everything_before_any_work(kind, tmp_path, monkeypatch):
+    """Issue 9, item 8: each bad input fails before an image is decoded; the cache stays empty."""
+    import cv2
+    import torch
+    import mvgviz.data
+    from mvgviz.conventions import ParamError
+    from mvgviz.data import DataError, MissingLabels
+    root = tmp_path / "data"
+    cat = write_category(root, "widget", n_train=3, n_good=1, n_defect=2)
+    kw, err, pattern = {}, ParamError, None
+    if kind == "batch_size 0":
+        kw, pattern = {"batch_size": 0}, r"`batch_size` must be a positive integer, got 0"
+    elif kind == "bad weights file":
+        torch.save(torch.zeros(3), tmp_path / "w.pth")
+        kw, pattern = {"weights": str(tmp_path / "w.pth")}, r"`weights`: .* it holds a tensor, not a state dict"
+    elif kind == "masks all empty":
+        for m in (cat / "ground_truth").rglob("*_mask.png"):
+            cv2.imwrite(str(m), np.zeros((40, 48), np.uint8))
+        err, pattern = MissingLabels, r"masks in '.*widget/ground_truth' \(ground_truth/scratch\) are all empty"
+    else:
+        kw, pattern = {"preprocessing": {"std": (1, 1, 1)}}, r"`preprocessing` must be a mvgviz\.data\.Preprocessing"
+    monkeypatch.setattr(mvgviz.data, "read_image", lambda *a: pytest.fail(f"{kind}: decoded an image"))
+    with pytest.raises(err, match=pattern):
+        fit(root, "widget", layers="_blocks[4]", cache=tmp_path / "cache", device="cpu", **kw)
+    assert Store(tmp_path / "cache").ls() == [] and not list((tmp_path / "cache" / "entries").glob("*"))
+    assert issubclass(MissingLabels, DataError)

@@ -230,3 +230,38 @@ def test_demo_job_rewrites_a_deleted_folder(tmp_path, monkeypatch):
     shutil.rmtree(root)
     second = J.demo_job(jobs, root)
     assert second is not first and second.wait(60) and (root / "brick").is_dir()
+
+
+def _category_leaking_a_file(tmp_path):
+    """A category inside the data root whose train/good/000.png is a symlink to a file outside."""
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    cat = write_category(root, "widget", n_train=4, n_good=1, n_defect=2)
+    secret = outside / "secret.png"
+    outside.mkdir()
+    (cat / "train" / "good" / "000.png").rename(secret)
+    (cat / "train" / "good" / "000.png").symlink_to(secret)
+    return root, outside
+
+
+def test_cached_path_is_confined_like_fitting(tmp_path):
+    """Fitting from the viewer refuses the leaking category; once another program (the CLI) has fitted
+    it into the same cache, the viewer's look-up refuses it too, and never registers the model."""
+    from mvgviz.pipeline import fit
+    root, outside = _category_leaking_a_file(tmp_path)
+    cache = str(tmp_path / "cache")
+    key = J.ModelKey(str(root), "widget", "efficientnet_lite0", cache)
+    jobs = J.Jobs()
+    job = J.model_job(jobs, key, allowed=[root])
+    assert job.wait(60) and job.state == J.FAILED
+    assert "000.png" in job.error and "outside the allowed data roots" in job.error
+    assert list(Path(cache).glob("entries/*")) == [], "the refused fit wrote nothing"
+    fit(root, "widget", cache=cache, device="cpu")  # the CLI's fit: no confinement there
+    fresh = J.Jobs()
+    probe = J.probe_model(fresh, key, allowed=[root], timeout=60)
+    assert probe.state == "error" and probe.model is None
+    assert "000.png" in probe.error and "outside the allowed data roots" in probe.error
+    assert fresh.get(key.job_key()) is None, "the refused model must not be registered"
+    # with the outside folder allowed too, the same cache entry is shown
+    assert J.probe_model(J.Jobs(), key, allowed=[root, outside], timeout=60).state == "cached"
+    # and a library caller that passes no roots reads it (no confinement asked for)
+    assert J.probe_model(J.Jobs(), key, timeout=60).state == "cached"

@@ -330,11 +330,17 @@ class ModelKey:
         return ("fit", self.root, self.category, self.backbone, self.cache)
 
 
-def _load_cached(jobs: "Jobs", key: "ModelKey"):
+def _load_cached(jobs: "Jobs", key: "ModelKey", allowed: Sequence[Path] | None = None):
     """The cached model (:func:`mvgviz.pipeline.load`: no computing, no lock, no torch), else
-    NotCached, or the missing-weights error when a fit could not start."""
+    NotCached, or the missing-weights error when a fit could not start.
+
+    ``allowed``: the same confinement as :func:`_fit`: a category with a file or folder that
+    resolves outside these roots is refused (:class:`PathNotAllowed`) before the cache is read,
+    so that a model fitted elsewhere (the CLI) into the same cache cannot show such files."""
     from ..pipeline import load
     from ..backbones import check_weights_available
+    if allowed is not None:
+        check_category_files(key.root, key.category, allowed)
     model = with_labels_or_without(load, key.root, key.category, backbone=key.backbone, cache=jobs.store(key.cache))
     if model is None:
         check_weights_available(key.backbone, None)  # say now that a fit could not even start
@@ -386,8 +392,13 @@ def probe_key(key: ModelKey) -> tuple:
     return ("probe",) + key.job_key()
 
 
-def probe_model(jobs: Jobs, key: ModelKey, *, timeout: float = 3.0) -> Probe:
+def probe_model(jobs: Jobs, key: ModelKey, *, allowed: Sequence[Path] | None = None,
+                timeout: float = 3.0) -> Probe:
     """Read a model from the cache without computing anything.
+
+    ``allowed``: the viewer's roots; a category with a file that resolves outside them is an
+    ``"error"`` probe, whether or not the cache holds its model (as :func:`model_job` refuses
+    to fit it).
 
     A cached model is registered as a done job under ``key.job_key()``, so later calls of
     :func:`model_job` return it at once. Runs in a thread and gives up after ``timeout``
@@ -398,7 +409,7 @@ def probe_model(jobs: Jobs, key: ModelKey, *, timeout: float = 3.0) -> Probe:
     if job is not None and job.state == DONE:
         return Probe("cached", job.result)
     pkey = probe_key(key)
-    probe = jobs.submit(pkey, lambda p: _load_cached(jobs, key), label=f"probe {key.label}",
+    probe = jobs.submit(pkey, lambda p: _load_cached(jobs, key, allowed), label=f"probe {key.label}",
                         exclusive=False)
     if not probe.wait(timeout):
         return Probe("busy")
