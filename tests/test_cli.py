@@ -245,8 +245,9 @@ def test_zero_std_in_a_manifest_fails_before_any_work(fitted, capfd, tmp_path, m
     code, out, err = run(capfd, "export", "--from-manifest", man_path, "--out", tmp_path / "again.png",
                          "--cache", fresh, "--quiet")
     assert code == 2 and out == ""
-    assert err == ("mvgviz: error: preprocessing `std` must be > 0 for every RGB channel (it divides), "
-                   "got (0.229, 0.0, 0.225)\n")
+    # the manifest check (before any work) names the manifest and the key
+    assert err == (f"mvgviz: error: --from-manifest: {str(man_path)!r}: model.preprocessing.std must be a list "
+                   "of 3 positive numbers, got [0.229, 0.0, 0.225]\n")
     assert Store(fresh).ls() == [] and not list((fresh / "entries").glob("*"))
 
 
