@@ -208,6 +208,12 @@ def test_grid_picture_at_display_size_and_manifest_name(server, browser, tmp_pat
         " return [i.naturalWidth, i.getBoundingClientRect().width]; }")
     assert natural <= GRID_DISPLAY_WIDTH and shown <= natural + 1, (natural, shown)
     assert shown > 0.7 * natural, (natural, shown)  # sent at about the size shown, not 2x
+    # a grid change reruns only the Grid fragment, which shows no status widget: wait until no
+    # element is stale (a click on a button being redrawn is lost)
+    page.get_by_role("button", name="Download manifest (JSON)").wait_for(timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
+                           " && !document.querySelector('[data-stale=true]')", timeout=30_000)
+    page.wait_for_timeout(300)
     _shot(page, "grid_8_components")
     with page.expect_download(timeout=60_000) as dl:
         page.get_by_role("button", name="Download manifest (JSON)").click()
