@@ -385,8 +385,11 @@ def page_grid(model, layer, split: str, job_key: tuple) -> None:
         return
     # JPEG bytes at the width the page shows them: Streamlit passes them through untouched
     st.image(view["jpeg"], width=view["width"], output_format="JPEG")
-    st.caption(view["note"] + (f" Shown {view['width']} px wide (full size {view['full_width']} px: "
-                               "download the PNG)." if view["width"] < view["full_width"] else ""))
+    note = view["note"].rstrip()
+    if view["width"] < view["full_width"]:
+        note += ("" if note.endswith(".") else ".") + (f" Shown {view['width']} px wide (full size "
+                                                       f"{view['full_width']} px: download the PNG).")
+    st.caption(note)
     with st.expander("Colour scale of each column", expanded=False):
         st.dataframe({"column": view["columns"], "max (colour scale)": view["vmax"],
                       "scale": [spec.scale if c != "M2" else "M2" for c in view["columns"]]},
