@@ -1,8 +1,15 @@
 """mvgviz viewer: explore Gaussian anomaly-detection models component by component.
 
+    python app.py [--data ROOT ...] [--cache DIR] [--no-autofit] [--port N]   # the launcher
     streamlit run app.py                                  # demo data, generated on first start
     streamlit run app.py -- --data ROOT [--data ROOT2] --cache DIR [--no-autofit]
     MVGVIZ_DATA=ROOT MVGVIZ_CACHE=DIR streamlit run app.py
+
+``python app.py`` starts preparing the first page when the server starts (demo data, then the
+default model), printing progress lines on stderr, and then runs ``streamlit run app.py`` in
+the same process (so the browser shows the same jobs); other options (``--server.port``,
+``--server.headless true``, ...) are passed on to Streamlit. ``streamlit run app.py`` starts
+that work when the first browser connects.
 
 Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
 AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
@@ -23,7 +30,7 @@ import streamlit as st
 from mvgviz import __version__
 from mvgviz import viewer as V
 from mvgviz.backbones import BACKBONES
-from mvgviz.conventions import ANY_DEFECT, DEFAULT_BACKBONE, SCALES, SPLITS
+from mvgviz.conventions import DEFAULT_BACKBONE, SCALES, SPLITS
 from mvgviz.inspect import (argmax_pixel, component_chart, decompose_pixel, decomposition_figure, m2_figure,
                             pixel_from_selection)
 from mvgviz.render import GridSpec, encode_raster, grid_data, render_raster
@@ -33,14 +40,48 @@ APP_DIR = Path(__file__).resolve().parent
 PAGES = ("Overview", "Components", "Grid", "Inspect")
 OTHER = "other folder ..."
 POLL_S = 1.0
+ICON = APP_DIR / "assets" / "icon.png"   # local: the page asks no other server for an icon or a font
 
-st.set_page_config(page_title="mvgviz", page_icon=":material/grid_view:", layout="wide")
+
+def launch(argv: list[str]) -> int:
+    """``python app.py [app options] [Streamlit options]``: start the warm-up (demo data, the
+    default model) in this process, then run the Streamlit server here too."""
+    import argparse
+
+    from streamlit.web import cli as stcli
+    p = argparse.ArgumentParser(prog="python app.py", add_help=False, allow_abbrev=False)
+    p.add_argument("--port", type=int, default=None)
+    own, rest = p.parse_known_args(argv)
+    app_args = [a for a in rest if a != "--"]
+    streamlit_opts, i = [], 0
+    while i < len(app_args):          # --server.x / --browser.x / --client.x ... go to Streamlit
+        a = app_args[i]
+        if a.startswith("--") and "." in a.split("=", 1)[0]:
+            takes_value = "=" not in a and i + 1 < len(app_args)
+            streamlit_opts += app_args[i:i + 1 + takes_value]
+            del app_args[i:i + 1 + takes_value]
+        else:
+            i += 1
+    if own.port is not None:
+        streamlit_opts += ["--server.port", str(own.port)]
+    cfg = V.parse_app_args(app_args, app_dir=APP_DIR)
+    print(f"[mvgviz] data roots: {', '.join(map(str, cfg.roots))} | cache: {cfg.cache}", file=sys.stderr, flush=True)
+    V.warm_up(V.shared_jobs(), cfg)
+    sys.argv = ["streamlit", "run", str(Path(__file__).resolve()), *streamlit_opts, "--", *app_args]
+    return stcli.main()
+
+
+if __name__ == "__main__" and not st.runtime.exists():   # `python app.py`, not Streamlit's run
+    sys.exit(launch(sys.argv[1:]))
+
+st.set_page_config(page_title="mvgviz", page_icon=str(ICON), layout="wide")
 
 
 @st.cache_resource
 def registry() -> V.Jobs:
-    """Background jobs and the fitted models, shared by every session of this server."""
-    return V.Jobs(slots=1)
+    """Background jobs and the fitted models, shared by every session of this server (and by
+    the launcher's warm-up: :func:`mvgviz.viewer.shared_jobs`)."""
+    return V.shared_jobs()
 
 
 def config() -> V.AppConfig:
@@ -104,8 +145,42 @@ def choose_root(cfg: V.AppConfig) -> tuple[Path | None, bool]:
         return V.resolve_inside(typed, cfg.allowed), False
     except V.PathNotAllowed as e:
         st.sidebar.error("Refused: outside the allowed roots")
-        st.error(md(str(e)))
+        st.error(md_error(e))
         return None, False
+
+
+def choose_weights(cfg: V.AppConfig, backbone: str) -> tuple[bool, str | None]:
+    """The backbone's weights from the sidebar: ``(ok, weights)``; weights None = the standard
+    ones, else a file (typed inside a data root, or uploaded and kept in the cache folder).
+    ``ok`` is False (with a message on the page) while no usable file is chosen."""
+    source = st.sidebar.radio("Weights", V.weights_choices(), key="weights_source",
+                              help="The standard ImageNet weights (torch hub cache, or shipped with "
+                                   "efficientnet_lite0), or a PyTorch state dict of this backbone: the paper "
+                                   "used resnet18. Files are loaded as tensors only (weights_only=True).")
+    if source == V.STANDARD:
+        return True, None
+    if source == V.IN_ROOT:
+        typed = st.sidebar.text_input("Weights file (inside a data root)", key="weights_typed",
+                                      placeholder=str(cfg.roots[0] / f"{backbone}.pth"))
+        if not typed.strip():
+            st.info(f"Type the path of a {backbone} weights file in the sidebar (it must lie inside "
+                    + ", ".join(md(a) for a in cfg.allowed) + "), or upload one.")
+            return False, None
+        try:
+            return True, V.weights_in_root(typed, cfg.allowed)
+        except ValueError as e:
+            st.sidebar.error("Weights: refused")
+            st.error(md_error(e))
+            return False, None
+    up = st.sidebar.file_uploader("Weights file", type=list(V.UPLOAD_SUFFIXES), key="weights_upload",
+                                  help="Kept in the cache folder under its content hash.")
+    if up is None:
+        st.info(f"Upload a {backbone} weights file (.pth state dict) in the sidebar.")
+        return False, None
+    saved = st.session_state.setdefault("weights_saved", {})
+    if up.file_id not in saved:
+        saved[up.file_id] = str(V.save_upload(up.getvalue(), up.name, cfg.cache))
+    return True, saved[up.file_id]
 
 
 def demo_panel(root: Path) -> None:
@@ -114,12 +189,12 @@ def demo_panel(root: Path) -> None:
     s = job.status()
     st.title("mvgviz")
     if s.state == V.FAILED:
-        st.error(f"Writing the demo data set into `{root}` failed: {md(s.error)}")
+        st.error(f"Writing the demo data set into {md(root)} failed: {md(s.error)}")
         if st.button("Retry"):
             V.demo_job(jobs, root)
             st.rerun()
         return
-    st.info(f"First start: writing the generated demo data set (MVTec AD layout) into `{root}`. "
+    st.info(f"First start: writing the generated demo data set (MVTec AD layout) into {md(root)}. "
             "The default model is fitted next.")
     job_progress(job.key, "Demo data")
 
@@ -246,22 +321,30 @@ def send_components(layer_name: str) -> None:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def grid_view(job_key: tuple, spec_json: str) -> dict:
-    """Raster and scale of a grid, cached per (model, spec): a change re-reads only the
-    chosen images and components from the cache's memory maps."""
+def grid_view(job_key: tuple, spec_json: str, width: int = V.GRID_DISPLAY_WIDTH) -> dict:
+    """The grid's picture as JPEG bytes at most ``width`` pixels wide (the size the page shows
+    it: fewer bytes to encode, send and decode), and its scale; cached per (model, spec): a
+    change re-reads only the chosen images and components from the cache's memory maps."""
+    import cv2
     model = registry().get(job_key).result
     data = grid_data(model, GridSpec.from_dict(json.loads(spec_json)))
     raster = render_raster(data)  # (H, W, 3) uint8
-    return {"raster": raster, "jpeg": encode_raster(raster), "vmax": [float(v) for v in data.vmax],
-            "columns": list(data.column_labels), "note": data.scale_note}
+    h, w = raster.shape[:2]
+    if w > width:
+        raster = cv2.resize(raster, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    return {"width": int(raster.shape[1]), "full_width": int(w), "jpeg": encode_raster(raster),
+            "vmax": [float(v) for v in data.vmax], "columns": list(data.column_labels), "note": data.scale_note}
 
 
 def grid_spec(model, layer, split: str) -> GridSpec | None:
     """The grid's controls; returns the spec, or None after showing an error."""
     choices = V.image_choices(model.data.defect_types(split))
     c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
-    filt = c1.selectbox("Images of type", choices, index=choices.index(ANY_DEFECT) if ANY_DEFECT in choices else 0,
-                        key=f"grid_filter_{split}", persist_state="session")
+    if st.session_state.get(f"grid_filter_{split}") not in (None, *choices):
+        del st.session_state[f"grid_filter_{split}"]  # e.g. a type of another category
+    filt = c1.selectbox("Images of type", choices, index=0, key=f"grid_filter_{split}", persist_state="session",
+                        help="Which images 'all' and random:N draw from: all images (the default), good ones, "
+                             "all defects, or one defect type. Typed indices outside it are left out, with a note.")
     images_text = c2.text_input("Images (0,5,9 | 3-7 | all | random:N)", key="grid_images",
                                 persist_state="session")
     seed = c3.number_input("Seed", min_value=0, step=1, key="grid_seed", persist_state="session")
@@ -287,8 +370,11 @@ def grid_spec(model, layer, split: str) -> GridSpec | None:
     return spec
 
 
+@st.fragment
 def page_grid(model, layer, split: str, job_key: tuple) -> None:
+    """The Grid page; a fragment: changing its controls reruns only this function."""
     st.header(f"Grid: {layer.name}, {split} split")
+    st.caption(f"{md(model.category)} / {md(model.backbone)}, weights {md(model.weights)}")
     spec = grid_spec(model, layer, split)
     if spec is None:
         return
@@ -297,17 +383,20 @@ def page_grid(model, layer, split: str, job_key: tuple) -> None:
     except (ValueError, KeyError, OSError) as e:
         st.error(f"Cannot draw this grid: {md_error(e)}")
         return
-    # JPEG bytes at the raster's own width: Streamlit passes them through untouched (the page
-    # scales the picture to the column; full size in its full-screen view).
-    st.image(view["jpeg"], width=int(view["raster"].shape[1]), output_format="JPEG")
-    st.caption(view["note"])
+    # JPEG bytes at the width the page shows them: Streamlit passes them through untouched
+    st.image(view["jpeg"], width=view["width"], output_format="JPEG")
+    note = view["note"].rstrip()
+    if view["width"] < view["full_width"]:
+        note += ("" if note.endswith(".") else ".") + (f" Shown {view['width']} px wide (full size "
+                                                       f"{view['full_width']} px: download the PNG).")
+    st.caption(note)
     with st.expander("Colour scale of each column", expanded=False):
         st.dataframe({"column": view["columns"], "max (colour scale)": view["vmax"],
                       "scale": [spec.scale if c != "M2" else "M2" for c in view["columns"]]},
                      hide_index=True, key="grid_scale_table")
     st.subheader("Export")
-    st.caption("Publication figure (matplotlib) of the grid above, and its JSON manifest "
-               "(`mvgviz` can redraw the figure from it).")
+    st.caption("Publication figure (matplotlib) of the grid above, and its JSON manifest, named like the "
+               "command line's (FILE.png.json): mvgviz export can redraw the figure from it in any format.")
     stem = V.export_name(model, spec)
     cols = st.columns(4)
     for col, fmt in zip(cols, V.EXPORT_FORMATS):
@@ -315,7 +404,7 @@ def page_grid(model, layer, split: str, job_key: tuple) -> None:
                             file_name=f"{stem}.{fmt}", mime=V.MIME[fmt], on_click="ignore",
                             key=f"export_{fmt}", icon=":material/download:")
     cols[3].download_button("Download manifest (JSON)", data=lambda: V.grid_manifest_bytes(model, spec),
-                            file_name=f"{stem}.json", mime=V.MIME["json"], on_click="ignore",
+                            file_name=V.manifest_name(stem), mime=V.MIME["json"], on_click="ignore",
                             key="export_json", icon=":material/data_object:")
 
 
@@ -337,10 +426,14 @@ def page_inspect(model, layer, split: str) -> None:
         st.session_state.update(insp_row=r, insp_col=c, insp_where=where)
     left, right = st.columns([1, 1], gap="large")
     with left:
-        overlay = st.toggle("Image under the map", value=True, key="insp_overlay")
+        t1, t2 = st.columns(2)
+        overlay = t1.toggle("Image under the map", value=True, key="insp_overlay")
+        outline = t2.toggle("GT outline", value=True, key="insp_outline",
+                            help="The ground-truth mask's outline (defect images of the test split).")
         row, col = int(st.session_state["insp_row"]), int(st.session_state["insp_col"])
+        mask = model.data.masks(split)[int(image)] if outline else None
         fig = m2_figure(layer, split, int(image), rgb=model.data.images(split)[int(image)] if overlay else None,
-                        pixel=(row, col))
+                        pixel=(row, col), mask=mask if mask is not None and mask.any() else None)
         st.plotly_chart(fig, key="insp_chart", on_select=partial(on_pixel_click, s), selection_mode="points",
                         config={"displayModeBar": False})
         st.caption("Click the map to pick a pixel (or type it below). It starts at the image's M2 maximum.")
@@ -364,10 +457,10 @@ def page_inspect(model, layer, split: str) -> None:
             current = parse_components(st.session_state.get("grid_components", ""), layer)
         except ValueError:
             current = ()
-        st.button("Add these components to the grid", key="insp_add", on_click=add_to_grid,
-                  args=(V.merge_components(current, decomp.top),), type="primary")
+        st.button("Add this image and these components to the grid", key="insp_add", on_click=add_to_grid,
+                  args=(V.merge_components(current, decomp.top), split, int(image), types), type="primary")
         if st.session_state.get("insp_added"):
-            st.success(f"Grid components: `{st.session_state['insp_added']}`")
+            st.success(st.session_state["insp_added"])
 
 
 def on_pixel_click(size: int) -> None:
@@ -376,9 +469,18 @@ def on_pixel_click(size: int) -> None:
         st.session_state["insp_row"], st.session_state["insp_col"] = p
 
 
-def add_to_grid(text: str) -> None:
+def add_to_grid(text: str, split: str, image: int, types: list) -> None:
+    """The Inspect page's button: the components into the grid's selection, and the image into
+    its images (the grid's filter is widened to all images if it would leave it out)."""
+    fkey = f"grid_filter_{split}"
+    filt = st.session_state.get(fkey, V.ALL_IMAGES)
+    if V.filter_defect(filt) is not None and image not in V.filter_pool(filt, types):
+        st.session_state[fkey] = filt = V.ALL_IMAGES
+    images = V.images_with(st.session_state.get("grid_images", ""), image, len(types), image_filter=filt,
+                           defect_types=types, seed=int(st.session_state.get("grid_seed", 0)))
     st.session_state["grid_components"] = text
-    st.session_state["insp_added"] = text
+    st.session_state["grid_images"] = images
+    st.session_state["insp_added"] = f"Grid components: `{text}`; grid images: `{images}`"
 
 
 # ---------------------------------------------------------------------------------------
@@ -412,10 +514,13 @@ def main() -> None:
     backbones = list(BACKBONES)
     backbone = st.sidebar.selectbox("Backbone", backbones, index=backbones.index(DEFAULT_BACKBONE),
                                     key="backbone")
-    key = V.ModelKey(str(root), category, backbone, str(cfg.cache))
+    ok, weights = choose_weights(cfg, backbone)
+    if not ok:
+        return
+    key = V.ModelKey(str(root), category, backbone, str(cfg.cache), weights)
     # a typed folder (not a configured root) is never fitted by itself: it waits for the Fit button
     model = model_status(cfg, key, is_default=(configured and category == cats.names[0]
-                                               and backbone == DEFAULT_BACKBONE))
+                                               and backbone == DEFAULT_BACKBONE and weights is None))
     if model is None:
         jobs_box()
         st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
@@ -424,6 +529,7 @@ def main() -> None:
     layer_name = st.sidebar.selectbox("Layer", names, index=names.index(V.best_layer(model)), key=f"layer::{backbone}",
                                       format_func=partial(V.layer_label, model))
     split = st.sidebar.radio("Split", SPLITS[::-1], key="split", horizontal=True)  # test first
+    st.sidebar.caption(f"weights {md(model.weights)}")
     jobs_box()
     st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
     layer = model.layer(layer_name)

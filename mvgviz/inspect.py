@@ -215,7 +215,7 @@ def png_data_uri(rgb: np.ndarray) -> str:
 
 def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | None = None,
               pixel: tuple[int, int] | None = None, clickable: bool = True, click_stride: int = 2,
-              alpha: float = 0.5, height: int = 500) -> "go.Figure":
+              alpha: float = 0.5, height: int = 500, mask: np.ndarray | None = None) -> "go.Figure":
     """Plotly heatmap of the upsampled M2 map of one image.
 
     Colour scale ``Inferno`` from 0 to ``m2_p99``, the 99th percentile of all M2 values of
@@ -236,11 +236,15 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
         selection for heatmap traces).
     alpha
         Heatmap weight of the blend (METHOD.md: 0.5).
+    mask
+        (S, S) bool ground-truth mask: its outline is drawn (trace ``"ground truth"``, the
+        grid's outline colour), nothing when the mask is empty.
 
     Returns
     -------
     plotly.graph_objects.Figure
-        Traces: [image], heatmap ``"M2"``, [click points ``"pixels"``], colour bar, [marker].
+        Traces: [image], heatmap ``"M2"``, [click points ``"pixels"``], colour bar,
+        [ground-truth outline], [marker].
     """
     import plotly.graph_objects as go
 
@@ -274,6 +278,13 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
         x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="scale",
         marker=dict(colorscale=colorscale(), cmin=0.0, cmax=zmax, color=[0.0], showscale=True,
                     colorbar=dict(title=dict(text="M2"), thickness=14))))
+    if mask is not None:
+        from .render.colours import OUTLINE_RGB
+        xs, ys = mask_outline(mask)
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                     line=dict(color="rgb({},{},{})".format(*OUTLINE_RGB), width=1.5),
+                                     name="ground truth"))
     if pixel is not None:
         r, c = pixel
         fig.add_trace(go.Scatter(x=[c], y=[r], mode="markers", hoverinfo="skip", showlegend=False,
@@ -289,6 +300,22 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
     fig.update_xaxes(range=[-0.5, s - 0.5], showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(range=[s - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x", constrain="domain")
     return fig
+
+
+def mask_outline(mask: np.ndarray) -> tuple[list, list]:
+    """The outline of a (S, S) bool mask as plotly line coordinates: ``(x, y)`` lists of
+    pixel centres (x = column, y = row), each closed contour ended by ``None``."""
+    import cv2
+    m = np.ascontiguousarray(np.asarray(mask, dtype=bool), dtype=np.uint8)
+    contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    xs: list = []
+    ys: list = []
+    for c in contours:
+        pts = c[:, 0, :]                                                   # (K, 2) as (x, y)
+        pts = np.concatenate([pts, pts[:1]])                              # closed
+        xs += pts[:, 0].tolist() + [None]
+        ys += pts[:, 1].tolist() + [None]
+    return xs, ys
 
 
 def decomposition_figure(decomp: PixelDecomposition, *, height: int = 380) -> "go.Figure":

@@ -402,3 +402,170 @@ def test_typed_folder_waits_for_the_fit_button(monkeypatch, tmp_path):
     at.button(key="fit_button").click()  # the user asks: now it fits
     _ok(at.run())
     _run_until(at, lambda a: len(a.dataframe) == 1)
+
+
+# Issue 10: the app's language, the image filter, weights, Inspect -> Grid
+# ---------------------------------------------------------------------------------------
+
+def _plain(at: AppTest) -> str:
+    """Every message box of the page (errors, warnings, infos, successes), unescaped."""
+    boxes = [*at.error, *at.warning, *at.info, *at.success, *at.sidebar.error, *at.sidebar.warning]
+    return re.sub(r"\\(.)", r"\1", " | ".join(b.value for b in boxes))
+
+
+def test_image_filter_says_what_it_keeps(app, demo_model):
+    at = _goto(app, "Grid")
+    types = demo_model.data.defect_types("test")
+    f = at.selectbox(key="grid_filter_test")
+    defects = sorted({t for t in types if t != "good"})
+    assert f.options == ["all images", "good", "all defects", *defects]
+    assert f.value == "all images"  # the default hides nothing
+    at.text_input(key="grid_components").input("0")
+    at.text_input(key="grid_images").input("all")
+    _ok(at.run())
+    assert "16 images selected" in _plain(at) or len(types) <= 16
+    good = [i for i, t in enumerate(types) if t == "good"]
+    bad = [i for i, t in enumerate(types) if t != "good"]
+    # "all defects" + a typed good image: that image is left out, the page says so, the grid stays
+    at.selectbox(key="grid_filter_test").set_value("all defects")
+    at.text_input(key="grid_images").input(f"{good[0]},{bad[0]}")
+    _ok(at.run())
+    assert not at.error and len(at.image) == 1
+    msg = _plain(at)
+    assert f"{good[0]} (good) left out" in msg and "all defects" in msg, msg
+    assert "--" not in msg and "'any'" not in msg
+    assert list(_table(at, "max (colour scale)")["column"])[-1] == "M2"
+    # only good images typed: the grid still shows them and explains why
+    at.text_input(key="grid_images").input(str(good[0]))
+    _ok(at.run())
+    assert not at.error and len(at.image) == 1
+    assert "showing them anyway" in _plain(at)
+    # "good": random:N draws only good images
+    at.selectbox(key="grid_filter_test").set_value("good")
+    at.text_input(key="grid_images").input("random:2")
+    _ok(at.run())
+    assert not at.error and "left out" not in _plain(at)
+
+
+def test_messages_speak_the_app(monkeypatch, tmp_path, demo_model, demo_root, demo_cache):
+    """No command-line flag, no literal backtick, no '--' turned into a dash in what the app says."""
+    at = _ok(_new(monkeypatch, demo_root, demo_cache).run())
+    at.sidebar.selectbox(key="root_choice").set_value(OTHER)
+    _ok(at.run())
+    at.sidebar.text_input(key="root_typed").input("/etc")
+    _ok(at.run())
+    shown = _plain(at)
+    assert "outside the allowed data roots" in shown
+    assert "`" not in shown and "--" not in shown, shown
+    # the markdown source escapes every '-' (markdown would make '--' a dash)
+    assert all(re.search(r"(?<!\\)-", e.value) is None for e in at.error), [e.value for e in at.error]
+    # every library error names the app's control
+    at.sidebar.selectbox(key="root_choice").set_value(str(demo_root))
+    _ok(at.run())
+    at = _goto(at, "Grid")
+    at.text_input(key="grid_components").input("0")
+    at.text_input(key="grid_images").input("random:x")
+    _ok(at.run())
+    assert _errors(at).startswith("Images:"), _errors(at)
+    assert "--" not in _errors(at) and "`" not in _errors(at)
+
+
+def _resnet18_weights(path: Path) -> Path:
+    import torch
+    import torchvision
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def test_weights_file_from_a_data_root_and_by_upload(monkeypatch, tmp_path):
+    import torch
+    root = tmp_path / "data"
+    write_category(root, "widget", n_train=4, n_good=1, n_defect=2)
+    wfile = _resnet18_weights(root / "r18-test.pth")   # inside the data root
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no standard resnet18 weights here
+    at = _ok(_new(monkeypatch, root, cache, autofit=False).run())
+    at.sidebar.selectbox(key="backbone").set_value("resnet18")
+    _ok(at.run())
+    assert at.sidebar.radio(key="weights_source").options == ["standard (ImageNet)", "file in a data root",
+                                                               "upload a file"]
+    # the standard weights are missing: the app says so in its own words
+    text = _plain(at)
+    assert "Weights: no pretrained weights" in text and "--weights" not in text, text
+    at.sidebar.radio(key="weights_source").set_value("file in a data root")
+    _ok(at.run())
+    outside = _resnet18_weights(tmp_path / "outside.pth")
+    at.sidebar.text_input(key="weights_typed").input(str(outside))
+    _ok(at.run())
+    assert "Weights: " in _errors(at) and "outside the allowed data roots" in _errors(at)
+    at.sidebar.text_input(key="weights_typed").input(str(wfile))
+    _ok(at.run())
+    assert at.button(key="fit_button").label == "Fit widget / resnet18 (r18-test.pth)"
+    at.button(key="fit_button").click()
+    _ok(at.run())
+    _run_until(at, lambda a: len(a.dataframe) == 1, timeout=180)
+    caption = " ".join(c.value for c in [*at.caption, *at.sidebar.caption])
+    assert "file:r18-test.pth:" in caption.replace("\\", ""), caption   # labelled on the page
+    assert list(_table(at, "pixel AUROC")["layer"]) == ["layer1", "layer2", "layer3", "layer4"]
+    # the same weights by upload: kept in the cache folder under their content hash
+    import hashlib
+    data = wfile.read_bytes()
+    at.sidebar.radio(key="weights_source").set_value("upload a file")
+    _ok(at.run())
+    at.sidebar.get("file_uploader")[0].upload("r18-test.pth", data).run()
+    _ok(at)
+    saved = cache / "uploads" / hashlib.sha256(data).hexdigest()[:16] / "r18-test.pth"
+    assert saved.is_file() and saved.read_bytes() == data
+    assert at.button(key="fit_button").label == "Fit widget / resnet18 (r18-test.pth)"
+    # an upload that is not a state dict of tensors is refused by torch.load(weights_only=True)
+    import io
+    import pickle
+    buf = io.BytesIO()
+    pickle.dump({"conv1.weight": _Evil(tmp_path / "pwned")}, buf)
+    at.sidebar.get("file_uploader")[0].upload("evil.pth", buf.getvalue()).run()
+    _ok(at)
+    at.button(key="fit_button").click()
+    _ok(at.run())
+    _run_until(at, lambda a: "failed" in _errors(a), timeout=120)
+    assert "Weights: " in _errors(at) and "cannot load" in _errors(at), _errors(at)
+    assert not (tmp_path / "pwned").exists()
+    assert torch is not None
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):  # runs os.system on an unsafe unpickling
+        return (os.system, (f"touch '{self.path}'",))
+
+
+def test_inspect_adds_its_image_to_the_grid(app, demo_model):
+    at = _goto(app, "Inspect")
+    types = demo_model.data.defect_types("test")
+    good = next(i for i, t in enumerate(types) if t == "good")
+    at.selectbox(key="insp_image_test").set_value(good)
+    _ok(at.run())
+    # the ground-truth outline: none on a good image, drawn on a defect image
+    assert '"ground truth"' not in at.get("plotly_chart")[0].proto.spec
+    defect = next(i for i, t in enumerate(types) if t != "good")
+    at.selectbox(key="insp_image_test").set_value(defect)
+    _ok(at.run())
+    assert '"ground truth"' in at.get("plotly_chart")[0].proto.spec
+    at.toggle(key="insp_outline").set_value(False)
+    _ok(at.run())
+    assert '"ground truth"' not in at.get("plotly_chart")[0].proto.spec
+    at.selectbox(key="insp_image_test").set_value(good)
+    _ok(at.run())
+    at.session_state["grid_filter_test"] = "all defects"   # a filter that would hide this image
+    at.button(key="insp_add").click().run()
+    _ok(at)
+    images = at.session_state["grid_images"]
+    assert str(good) in images.split(",")
+    assert "grid images" in at.success[0].value
+    at = _goto(at, "Grid")
+    assert at.selectbox(key="grid_filter_test").value == "all images"
+    assert at.text_input(key="grid_images").value == images
+    assert not at.error and "left out" not in _plain(at)
+    assert any(c.startswith("c ") for c in _table(at, "max (colour scale)")["column"])

@@ -147,3 +147,149 @@ def test_inspect_click_picks_a_pixel(server, browser):
     assert abs(r - 56) <= 4 and abs(c - 56) <= 4, (r, c)
     page.get_by_text(f"Pixel (row {r}, col {c})").first.wait_for(timeout=30_000)
     assert not page.locator("[data-testid=stException]").count()
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 10: offline and local, the picture at its displayed size, the manifest's name,
+# the launcher's warm-up
+# ---------------------------------------------------------------------------------------
+
+SHOTS = os.environ.get("MVGVIZ_SHOTS")  # a folder: the tests also save screenshots there
+
+
+def _shot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=False)
+
+
+def test_every_page_stays_on_localhost(server, browser):
+    """No request leaves the machine (the page icon was an external font), no Deploy button,
+    a local favicon."""
+    from urllib.parse import urlparse
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    hosts: list[str] = []
+    page.on("request", lambda r: hosts.append(r.url))
+    for name, marker in (("Overview", "Overview:"), ("Components", "Components of"), ("Grid", "Grid:"),
+                         ("Inspect", "Inspect a pixel")):
+        page.goto(f"{server}/?page={name}", timeout=60_000)
+        page.get_by_role("heading", name=marker).first.wait_for(timeout=60_000)
+        _wait_idle(page)
+        page.wait_for_timeout(500)
+        _shot(page, f"page_{name.lower()}")
+        assert not page.locator("[data-testid=stException]").count()
+    outside = sorted({u for u in hosts if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                      and urlparse(u).hostname not in ("127.0.0.1", "localhost")})
+    assert not outside, outside
+    assert len(hosts) > 10
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    assert page.locator("[data-testid=stAppDeployButton]").count() == 0
+    icon = page.evaluate("() => [...document.querySelectorAll('link[rel~=icon]')].map(l => l.href)")
+    assert icon and all(urlparse(h).hostname in ("127.0.0.1", "localhost") or h.startswith("data:")
+                        for h in icon), icon
+
+
+def test_grid_picture_at_display_size_and_manifest_name(server, browser, tmp_path):
+    from mvgviz.viewer.tables import GRID_DISPLAY_WIDTH
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(f"{server}/?page=Grid", timeout=60_000)
+    page.get_by_role("heading", name="Grid:").wait_for(timeout=60_000)
+    box = page.get_by_label("Components (best:N | worst:N | 12,40 | 3-7)")
+    before = _grid_src(page)
+    box.fill("0,1,2,3,4,5,6,7")
+    box.press("Enter")
+    page.wait_for_function(
+        "(old) => { const i = document.querySelector('[data-testid=stMain] [data-testid=stImage] img');"
+        " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }",
+        arg=before, timeout=30_000)
+    _wait_idle(page)
+    natural, shown = page.evaluate(
+        "() => { const i = document.querySelector('[data-testid=stMain] [data-testid=stImage] img');"
+        " return [i.naturalWidth, i.getBoundingClientRect().width]; }")
+    assert natural <= GRID_DISPLAY_WIDTH and shown <= natural + 1, (natural, shown)
+    assert shown > 0.7 * natural, (natural, shown)  # sent at about the size shown, not 2x
+    # a grid change reruns only the Grid fragment, which shows no status widget: wait until no
+    # element is stale (a click on a button being redrawn is lost)
+    page.get_by_role("button", name="Download manifest (JSON)").wait_for(timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
+                           " && !document.querySelector('[data-stale=true]')", timeout=30_000)
+    page.wait_for_timeout(300)
+    _shot(page, "grid_8_components")
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download manifest (JSON)").click()
+    name = dl.value.suggested_filename
+    assert name.endswith(".png.json") and name.startswith("brick_efficientnet_lite0_"), name
+    path = tmp_path / name
+    dl.value.save_as(path)
+    import json
+    assert json.loads(path.read_text())["spec"]["components"] == list(range(8))
+
+
+def test_outside_root_message_renders_literally(server, browser):
+    """The refusal shows the path and '--'-free, backtick-free words as typed (no markdown dashes)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server, timeout=60_000)
+    page.get_by_text("Overview:", exact=False).first.wait_for(timeout=60_000)
+    sidebar = page.locator("[data-testid=stSidebar]")
+    sidebar.locator("[data-testid=stSelectbox]").filter(has_text="Data root").get_by_role("button", name="Open").click()
+    page.get_by_role("option", name="other folder ...").click()
+    typed = sidebar.get_by_label("Folder (inside an allowed root)")
+    typed.wait_for(timeout=30_000)
+    typed.fill("/etc/a--b_c")
+    typed.press("Enter")
+    alert = page.locator("[data-testid=stMain] [data-testid=stAlert]").filter(has_text="outside the allowed")
+    alert.first.wait_for(timeout=30_000)
+    text = alert.first.inner_text()
+    _shot(page, "outside_root")
+    assert "'/etc/a--b_c'" in text, text
+    assert "`" not in text and "\u2014" not in text and "\u2013" not in text, text
+
+
+def test_launcher_prepares_the_first_page_before_a_browser(tmp_path):
+    """`python app.py` writes the demo data and fits the default model at server start, with
+    progress lines on stderr, before any browser connects; the first page is then ready."""
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    pytest.importorskip("playwright.sync_api")
+    port = _free_port()
+    root, cache = tmp_path / "fresh", tmp_path / "cache"
+    err = open(tmp_path / "stderr.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--data", str(root), "--cache", str(cache), "--port", str(port),
+         "--server.headless", "true", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")),
+        stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        t0 = time.time()
+        log = tmp_path / "stderr.log"
+        while "fit brick / efficientnet_lite0: done" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.time() - t0 < 300, log.read_text()[-3000:]
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "demo data in" in text and "% " not in text.split("demo data in", 1)[0]
+        assert any("backbone" in l and "left" in l for l in text.splitlines()) or "backbone" in text, text
+        assert (root / "brick" / "train" / "good").is_dir()
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM,
+                                  args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            try:
+                page = b.new_page(viewport={"width": 1400, "height": 1000})
+                t1 = time.time()
+                page.goto(f"http://127.0.0.1:{port}", timeout=60_000)
+                page.get_by_role("heading", name="Overview: brick").wait_for(timeout=60_000)
+                first_page_s = time.time() - t1
+                _wait_idle(page)
+                _shot(page, "launcher_overview")
+            finally:
+                b.close()
+        assert first_page_s < 30, first_page_s   # no fit left to wait for
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        err.close()

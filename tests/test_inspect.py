@@ -136,3 +136,25 @@ def test_component_chart_and_colorscale(demo_model):
     np.testing.assert_allclose(fig.data[0].y, lm.component_auroc)
     cs = colorscale(8)
     assert cs[0][0] == 0.0 and cs[-1][0] == 1.0 and len(cs) == 8
+
+
+def test_m2_figure_draws_the_ground_truth_outline(demo_model):
+    from mvgviz.inspect import mask_outline
+    mask = np.zeros((20, 20), bool)
+    mask[5:9, 3:12] = True                     # one rectangle: rows 5..8, cols 3..11
+    xs, ys = mask_outline(mask)
+    pts = {(x, y) for x, y in zip(xs, ys) if x is not None}
+    assert pts == {(3, 5), (11, 5), (11, 8), (3, 8)} and xs[-1] is None and xs[0] == xs[-2]
+    assert mask_outline(np.zeros((4, 4), bool)) == ([], [])
+    lm = demo_model.layer("_blocks[10]")
+    types = demo_model.data.defect_types("test")
+    image = next(i for i, t in enumerate(types) if t != "good")
+    gt = demo_model.data.masks("test")[image]
+    fig = m2_figure(lm, "test", image, mask=gt)
+    trace = next(t for t in fig.data if t.name == "ground truth")
+    x = np.array([v for v in trace.x if v is not None])
+    y = np.array([v for v in trace.y if v is not None])
+    assert gt[y, x].all(), "the outline runs on mask pixels"
+    rows, cols = np.nonzero(gt)
+    assert (x.min(), x.max(), y.min(), y.max()) == (cols.min(), cols.max(), rows.min(), rows.max())
+    assert "ground truth" not in [t.name for t in m2_figure(lm, "test", image).data]

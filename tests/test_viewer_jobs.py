@@ -265,3 +265,95 @@ def test_cached_path_is_confined_like_fitting(tmp_path):
     assert J.probe_model(J.Jobs(), key, allowed=[root, outside], timeout=60).state == "cached"
     # and a library caller that passes no roots reads it (no confinement asked for)
     assert J.probe_model(J.Jobs(), key, timeout=60).state == "cached"
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 10 item 8: progress weighted by measured cost, time left, the server-start warm-up
+# ---------------------------------------------------------------------------------------
+
+def test_fit_progress_weighted_by_measured_cost():
+    from mvgviz.backbones import get_spec
+    p = J.FitProgress.for_backbone("efficientnet_lite0")
+    layers = [l.name for l in get_spec("efficientnet_lite0").layers]
+    ends = {}
+    with p.task("decode", total=4) as t:
+        t.update(4)
+    ends["decode"] = p.fraction
+    with p.task("backbone", total=4) as t:
+        t.update(4)
+    ends["backbone"] = p.fraction
+    for name in layers:
+        with p.task(f"layer {name}", total=5) as t:
+            t.update(5)
+        ends[name] = p.fraction
+    assert p.fraction == pytest.approx(1.0)
+    shares = np.diff([0.0, *ends.values()])
+    share = dict(zip(ends, shares))
+    # measured on the demo data: the backbone takes far more than decoding and is about a third
+    # of a fit (the old plan gave it 20 % and decoding 15 %) ...
+    assert share["backbone"] > 4 * share["decode"] and 0.3 < share["backbone"] < 0.5
+    # ... and a layer costs ~ channels x (positions + 950): _blocks[15] (320 @ 7x7) the most
+    assert max(layers, key=share.get) == "_blocks[15]"
+    assert share["_blocks[15]"] > 2 * share["_blocks[4]"]
+    assert np.all(np.diff(p.history) >= 0)
+    # a heavier backbone gets a larger share
+    r = J.FitProgress.for_backbone("wide_resnet50_2")
+    with r.task("decode", total=1) as t:
+        t.update(1)
+    d = r.fraction
+    with r.task("backbone", total=1) as t:
+        t.update(1)
+    assert r.fraction - d > share["backbone"]
+
+
+def test_time_left():
+    assert J.estimate_left(1.0, 0.5) is None          # too early to tell
+    assert J.estimate_left(10.0, 0.01) is None
+    assert J.estimate_left(10.0, 0.25) == pytest.approx(30.0)
+    assert J.estimate_left(10.0, 1.0) == 0.0
+    status = J.JobStatus(key=("fit",), label="fit x", state=J.RUNNING, step="backbone (3/9)", fraction=0.4,
+                         error=None, created=0.0, started=time.time() - 20.0, finished=None)
+    assert status.seconds_left == pytest.approx(30.0, abs=1.0)
+    text = T.progress_text(status, "Fitting x")
+    assert text.startswith("Fitting x: backbone (3/9) (40%, 20 s, about 30 s left)") or \
+        text.startswith("Fitting x: backbone (3/9) (40%, 20 s, about 31 s left)"), text
+
+
+def test_warm_up_prepares_the_first_page_with_progress_lines(tmp_path, monkeypatch):
+    """At server start, before any browser: the demo data set, then the default model, with
+    progress lines in the terminal; the app then finds both done."""
+    import io
+
+    import mvgviz.demo
+    orig = mvgviz.demo.make_demo_dataset
+    monkeypatch.setattr(mvgviz.demo, "make_demo_dataset",
+                        lambda root, **kw: orig(root, categories=("brick",), n_train=4, n_test_good=1,
+                                                n_per_defect=1, **kw))
+    out = io.StringIO()
+    jobs = J.Jobs(echo=out)
+    cfg = C.AppConfig(data_roots=(tmp_path / "fresh",), demo_root=tmp_path / "demo", cache=tmp_path / "cache")
+    t = J.warm_up(jobs, cfg)
+    t.join(300)
+    assert not t.is_alive()
+    key = J.default_model_key(cfg)
+    assert key == J.ModelKey(str(tmp_path / "fresh"), "brick", "efficientnet_lite0", str(tmp_path / "cache"))
+    job = jobs.get(key.job_key())
+    assert job is not None and job.state == J.DONE, job and job.error
+    lines = out.getvalue().splitlines()
+    text = "\n".join(lines)
+    assert "demo data in" in text and "fit brick / efficientnet_lite0: started" in text
+    assert any("backbone" in l and "%" in l for l in lines), text
+    assert "fit brick / efficientnet_lite0: done in" in text
+    # a second server start finds the model in the cache and fits nothing
+    out2 = io.StringIO()
+    jobs2 = J.Jobs(echo=out2)
+    J.warm_up(jobs2, cfg).join(120)
+    assert "read from the cache" in out2.getvalue() and "started" not in out2.getvalue()
+    assert jobs2.get(key.job_key()).state == J.DONE
+
+
+def test_model_key_carries_the_weights(tmp_path):
+    a = J.ModelKey("r", "c", "resnet18", "k")
+    b = J.ModelKey("r", "c", "resnet18", "k", str(tmp_path / "w.pth"))
+    assert a.job_key() != b.job_key() and b.job_key()[-1] == str(tmp_path / "w.pth")
+    assert b.label == "c / resnet18 (w.pth)" and a.label == "c / resnet18"

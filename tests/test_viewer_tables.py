@@ -33,7 +33,8 @@ def test_overview_and_component_tables(demo_model):
 def test_selection_helpers():
     assert T.merge_components((3, 1), (1, 7, 2)) == "3,1,7,2"
     assert T.merge_components((), (5,)) == "5"
-    assert T.image_choices(["crack", "good", "hole"]) == ["all images", "any", "crack", "good", "hole"]
+    # issue 10 item 6: the choices say what they keep ("any" hid the good images)
+    assert T.image_choices(["crack", "good", "hole"]) == ["all images", "good", "all defects", "crack", "hole"]
     assert T.image_choices(["good", "good"]) == ["all images", "good"]
 
 

@@ -19,15 +19,20 @@ from mvgviz.viewer.config import (AppConfig, Categories, PathNotAllowed, cache_n
                                   discover_categories, needs_demo_data, no_category_message, parse_app_args,
                                   resolve_inside)
 from mvgviz.viewer.jobs import (DONE, FAILED, QUEUED, RUNNING, STATES, FitProgress, Job, JobProgress, Jobs, JobStatus,
-                                ModelKey, NotCached, Probe, demo_job, demo_running, model_job, probe_key, probe_model)
-from mvgviz.viewer.tables import (ALL_IMAGES, CONTROLS, EXPORT_FORMATS, GRID_LIMIT, MIME, best_layer,
+                                ModelKey, NotCached, Probe, default_model_key, demo_job, demo_running, estimate_left,
+                                model_job, probe_key, probe_model, shared_jobs, warm_up)
+from mvgviz.viewer.tables import (ALL_DEFECTS, ALL_IMAGES, CONTROLS, EXPORT_FORMATS, GRID_DISPLAY_WIDTH, GRID_LIMIT, MIME,
+                                  best_layer, filter_defect, filter_label, filter_pool, images_with, manifest_name,
                                   component_box_text, component_table, data_caption, decomposition_table,
                                   error_message, escape_markdown, export_name, first_defect_image, grid_file_bytes,
                                   grid_manifest_bytes, grid_spec_from_controls, image_choices, job_line, layer_label,
                                   listed_jobs, merge_components, overview_notes, overview_table, progress_text)
+from mvgviz.viewer.weights import IN_ROOT, STANDARD, UPLOAD, UPLOAD_SUFFIXES, save_upload, weights_choices, weights_in_root
 
 __all__ = [
-    "ALL_IMAGES", "CONTROLS", "DONE", "DataError", "EXPORT_FORMATS", "FAILED", "GRID_LIMIT", "MIME", "QUEUED",
+    "ALL_DEFECTS", "ALL_IMAGES", "CONTROLS", "GRID_DISPLAY_WIDTH", "default_model_key", "estimate_left",
+    "filter_defect", "filter_label", "filter_pool", "images_with", "manifest_name", "save_upload", "shared_jobs", "warm_up", "weights_choices",
+    "weights_in_root", "STANDARD", "IN_ROOT", "UPLOAD", "UPLOAD_SUFFIXES", "DONE", "DataError", "EXPORT_FORMATS", "FAILED", "GRID_LIMIT", "MIME", "QUEUED",
     "RUNNING", "STATES", "AppConfig", "Categories", "FitProgress", "Job", "JobProgress", "JobStatus", "Jobs",
     "ModelKey", "NotCached", "PathNotAllowed", "Probe", "best_layer", "cache_notes", "check_category_files",
     "component_box_text", "component_table", "data_caption", "decomposition_table", "demo_job", "demo_running",

@@ -129,8 +129,8 @@ def resolve_inside(path: str | os.PathLike, allowed: Sequence[Path]) -> Path:
             return resolved
     shown = f" (resolves to {str(resolved)!r})" if str(resolved) != text else ""
     raise PathNotAllowed(f"folder {text!r}{shown} is outside the allowed data roots: "
-                         f"{', '.join(str(Path(a)) for a in allowed)}. Start the viewer with "
-                         "`streamlit run app.py -- --data ROOT` to allow another root.")
+                         f"{', '.join(str(Path(a)) for a in allowed)}. Other roots are allowed by "
+                         "whoever starts the app (README, 'The explorer').")
 
 
 def needs_demo_data(root: str | os.PathLike) -> bool:

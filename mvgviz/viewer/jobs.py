@@ -15,11 +15,12 @@ are kept apart by the cache's file locks.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence, TextIO
 
 from ..progress import Progress
 from .config import check_category_files, needs_demo_data
@@ -63,6 +64,21 @@ class JobStatus:
             return 0.0
         return (self.finished or time.time()) - self.started
 
+    @property
+    def seconds_left(self) -> float | None:
+        """Estimated seconds until the job is done: the elapsed time scaled by the fraction
+        still to go (the fraction is weighted by each step's measured cost, see
+        :class:`FitProgress`). None while running for under 2 s or below 2 %, and when not running."""
+        return estimate_left(self.elapsed, self.fraction) if self.state == RUNNING else None
+
+
+def estimate_left(elapsed: float, fraction: float) -> float | None:
+    """``elapsed * (1 - fraction) / fraction``: seconds left at a constant rate; None when
+    too early to tell (under 2 s or 2 %)."""
+    if elapsed < 2.0 or fraction < 0.02:
+        return None
+    return max(elapsed * (1.0 - min(fraction, 1.0)) / fraction, 0.0)
+
 
 class JobProgress(Progress):
     """Thread-safe progress: current step text and an overall fraction that never decreases.
@@ -81,6 +97,10 @@ class JobProgress(Progress):
         self._step = ""
         self._messages: list[str] = []
         self.history: list[float] = []  # every fraction reported, for tests and diagnostics
+        self.echo: Callable[[str], None] | None = None  # set by Jobs: one line to the terminal
+        self.echo_every = 2.0                          # seconds between lines of the same step
+        self._echoed = (0.0, "")                       # (time, task) of the last line
+        self.started_at: float | None = None
 
     # -- the Progress hooks ------------------------------------------------------------
     def start(self, name, total):
@@ -101,6 +121,8 @@ class JobProgress(Progress):
     def message(self, text):
         with self._lock:
             self._messages.append(str(text))
+        if self.echo is not None:
+            self.echo(str(text))
 
     # -- other sources (the demo generator's callback) --------------------------------
     def update(self, done: int, total: int, text: str = "") -> None:
@@ -109,6 +131,7 @@ class JobProgress(Progress):
             self._step = text
             if total:
                 self._set(done / total)
+        self._echo_progress("update")
 
     def complete(self) -> None:
         with self._lock:
@@ -142,6 +165,21 @@ class JobProgress(Progress):
                 a, b = span
                 f = min(done / total, 1.0) if total else 0.0
                 self._set(a + (b - a) * f)
+        self._echo_progress(name)
+
+    def _echo_progress(self, task: str) -> None:
+        """A progress line for the terminal when a new task starts, else every ``echo_every`` s."""
+        if self.echo is None:
+            return
+        now = time.time()
+        last_t, last_task = self._echoed
+        if task == last_task and now - last_t < self.echo_every:
+            return
+        self._echoed = (now, task)
+        elapsed = now - self.started_at if self.started_at else 0.0
+        left = estimate_left(elapsed, self.fraction)
+        self.echo(f"{self.step} {self.fraction:.0%}, {elapsed:.0f} s"
+                  + (f", about {left:.0f} s left" if left is not None else ""))
 
     def _set(self, value: float) -> None:  # call with the lock held
         value = min(max(float(value), 0.0), 1.0)
@@ -150,34 +188,85 @@ class JobProgress(Progress):
         self.history.append(self._fraction)
 
 
+# Measured cost of each step of a fit, in seconds of a default fit of the demo data (brick,
+# 40 + 34 images, efficientnet_lite0, 1 CPU thread, Model.timings of 2026-12-02): decode 0.25,
+# backbone 1.34, and per layer "layer <name>" 0.21 (_blocks[4], 40 channels @ 28x28), 0.44
+# (_blocks[10], 112 @ 14x14), 0.75 (_blocks[15], 320 @ 7x7). A layer's cost is mostly the
+# ranking (one full-size map per component: ~channels) plus whitening (~channels x positions):
+# cost ~ channels x (positions + _LAYER_POSITIONS_PER_MAP), 2.34e-6 s per unit here. Every
+# step scales with the number of images, so the shares hold for any data set. Other backbones
+# scale the backbone's cost by their multiply-adds at 224x224 (GMACs).
+_COST_DECODE = 0.25
+_COST_BACKBONE = 1.34
+_BACKBONE_GMACS = {"efficientnet_lite0": 0.40, "resnet18": 1.82, "wide_resnet50_2": 11.4}
+_LAYER_POSITIONS_PER_MAP = 950
+_COST_PER_LAYER_UNIT = 2.34e-6
+
+
 class FitProgress(JobProgress):
-    """Progress of :func:`mvgviz.pipeline.fit`: decode 0-15 %, backbone 15-35 %, then the
-    layers share 35-100 % equally, in the order they start. A layer reports either one
-    task ``"layer <name>"`` with a total (its sub-steps), or separate tasks ``"fit <name>"``,
+    """Progress of :func:`mvgviz.pipeline.fit` in shares of the whole: decode, backbone, then
+    one share per layer, in the order the layers start. A layer reports either one task
+    ``"layer <name>"`` with a total (its sub-steps), or separate tasks ``"fit <name>"``,
     ``"whitening <name>"``, ``"metrics <name>"``, ``"ranking <name>"`` (10/20/10/60 % of
-    its share)."""
+    its share).
+
+    ``FitProgress(n_layers)`` uses fixed shares (decode 0-15 %, backbone 15-35 %, the layers
+    share the rest equally); :meth:`for_backbone` weights every share by the step's measured
+    cost (what :func:`model_job` uses), so that the bar moves at a steady pace.
+    """
 
     _LAYER_STEPS = {"layer": (0.0, 1.0), "fit": (0.0, 0.1), "whitening": (0.1, 0.3),
                     "metrics": (0.3, 0.4), "ranking": (0.4, 1.0)}
 
-    def __init__(self, n_layers: int):
-        super().__init__({"decode": (0.0, 0.15), "backbone": (0.15, 0.35)})
+    def __init__(self, n_layers: int, *, decode: float = 0.15, backbone: float = 0.35,
+                 layer_weights: Mapping[str, float] | None = None):
+        super().__init__({"decode": (0.0, decode), "backbone": (decode, backbone)})
         self.n_layers = max(int(n_layers), 1)
+        self._first_layer = backbone
+        self._weights = dict(layer_weights or {})
         self._layers: list[str] = []
         self._layers_lock = threading.Lock()
+
+    @classmethod
+    def for_backbone(cls, backbone: str, layers: Sequence[str] | None = None) -> "FitProgress":
+        """Shares weighted by the measured cost of each step (see the module's constants):
+        decode, the backbone (scaled by its multiply-adds) and each of ``layers`` (default:
+        all of the backbone's) by channels x (positions + 950)."""
+        from ..backbones import get_spec
+        spec = get_spec(backbone)
+        chosen = [l for l in spec.layers if layers is None or l.name in set(layers)]
+        size = 224
+        cost = {l.name: _COST_PER_LAYER_UNIT * l.channels * ((size // l.stride) ** 2 + _LAYER_POSITIONS_PER_MAP)
+                for l in chosen}
+        bb = _COST_BACKBONE * _BACKBONE_GMACS.get(backbone, 1.0) / _BACKBONE_GMACS["efficientnet_lite0"]
+        total = _COST_DECODE + bb + sum(cost.values())
+        decode = _COST_DECODE / total
+        return cls(len(chosen), decode=decode, backbone=decode + bb / total,
+                   layer_weights={k: v / total for k, v in cost.items()})
+
+    def layer_span(self, layer: str) -> tuple[float, float]:
+        """The (start, end) share of ``layer``, given the layers started so far."""
+        with self._layers_lock:
+            if layer not in self._layers:
+                self._layers.append(layer)
+            k = self._layers.index(layer)
+            n = max(self.n_layers, len(self._layers))
+            names = list(self._layers)
+        rest = 1.0 - self._first_layer
+        if self._weights and all(name in self._weights for name in names):
+            total = sum(self._weights.values()) or 1.0
+            w = [self._weights[name] * rest / total for name in names]
+            a0 = self._first_layer + sum(w[:k])
+            return a0, min(a0 + w[k], 1.0)
+        width = rest / n
+        return self._first_layer + width * k, self._first_layer + width * (k + 1)
 
     def _span(self, name: str):
         kind, _, layer = name.partition(" ")
         if kind in self._LAYER_STEPS and layer:
-            with self._layers_lock:
-                if layer not in self._layers:
-                    self._layers.append(layer)
-                k = self._layers.index(layer)
-                n = max(self.n_layers, len(self._layers))
-            width = 0.65 / n
-            a0 = 0.35 + width * k
+            a0, a1 = self.layer_span(layer)
             lo, hi = self._LAYER_STEPS[kind]
-            return (a0 + width * lo, a0 + width * hi)
+            return (a0 + (a1 - a0) * lo, a0 + (a1 - a0) * hi)
         return super()._span(name)
 
 
@@ -211,6 +300,10 @@ class Job:
                          fraction=self.progress.fraction, error=self.error, created=self.created,
                          started=self.started, finished=self.finished, messages=self.progress.messages)
 
+    def _say(self, text: str) -> None:
+        if self.progress.echo is not None:
+            self.progress.echo(text)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is done or failed; False on timeout."""
         return self._event.wait(timeout)
@@ -221,15 +314,18 @@ class Job:
             if self.exclusive:
                 slot.acquire()
                 acquired = True
-            self.started = time.time()
+            self.started = self.progress.started_at = time.time()
             self._state = RUNNING
+            self._say("started")
             self.result = self._fn(self.progress)
             self.progress.complete()
             self._state = DONE
+            self._say(f"done in {time.time() - self.started:.0f} s")
         except BaseException as e:  # the thread must record every failure
             self.exception = e
             self.error = error_message(e)
             self._state = FAILED
+            self._say(f"failed: {self.error}")
         finally:
             if acquired:
                 slot.release()
@@ -247,11 +343,24 @@ class Jobs:
     failed job is replaced by a new attempt. ``slots`` exclusive jobs run at a time.
     """
 
-    def __init__(self, *, slots: int = 1):
+    def __init__(self, *, slots: int = 1, echo: TextIO | None = None):
         self._lock = threading.Lock()
         self._jobs: dict[Hashable, Job] = {}
         self._slot = threading.Semaphore(slots)
         self._stores: dict[str, Any] = {}
+        self.echo = echo  # exclusive jobs (fits, demo data) print progress lines here
+
+    def _echo_for(self, label: str) -> Callable[[str], None] | None:
+        stream = self.echo
+        if stream is None:
+            return None
+
+        def say(text: str) -> None:
+            try:
+                print(f"[mvgviz {time.strftime('%H:%M:%S')}] {label}: {text}", file=stream, flush=True)
+            except (OSError, ValueError):  # a closed terminal must not break a job
+                pass
+        return say
 
     def submit(self, key: Hashable, fn: Callable[[JobProgress], Any], *, label: str = "",
                progress: JobProgress | None = None, exclusive: bool = True,
@@ -260,7 +369,10 @@ class Jobs:
             job = self._jobs.get(key)
             if job is not None and not (retry_failed and job.state == FAILED):
                 return job
-            job = Job(key, label or str(key), fn, progress or JobProgress(), exclusive=exclusive)
+            progress = progress or JobProgress()
+            if exclusive:
+                progress.echo = self._echo_for(label or str(key))
+            job = Job(key, label or str(key), fn, progress, exclusive=exclusive)
             self._jobs[key] = job
             job.thread = threading.Thread(target=job._run, args=(self._slot,), daemon=True,
                                           name=f"mvgviz-job {job.label}")
@@ -305,6 +417,20 @@ class Jobs:
             return self._stores[key]
 
 
+_SHARED: Jobs | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_jobs() -> Jobs:
+    """The server process's one registry (one fit at a time, progress lines on stderr):
+    the launcher's warm-up and every browser session use it."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = Jobs(slots=1, echo=sys.stderr)
+        return _SHARED
+
+
 # ---------------------------------------------------------------------------------------
 # Model jobs
 # ---------------------------------------------------------------------------------------
@@ -321,13 +447,15 @@ class ModelKey:
     category: str
     backbone: str
     cache: str
+    weights: str | None = None  # None: the backbone's standard weights; else a weights file
 
     @property
     def label(self) -> str:
-        return f"{self.category} / {self.backbone}"
+        extra = f" ({Path(self.weights).name})" if self.weights else ""
+        return f"{self.category} / {self.backbone}{extra}"
 
     def job_key(self) -> tuple:
-        return ("fit", self.root, self.category, self.backbone, self.cache)
+        return ("fit", self.root, self.category, self.backbone, self.cache, self.weights)
 
 
 def _load_cached(jobs: "Jobs", key: "ModelKey", allowed: Sequence[Path] | None = None):
@@ -341,9 +469,10 @@ def _load_cached(jobs: "Jobs", key: "ModelKey", allowed: Sequence[Path] | None =
     from ..backbones import check_weights_available
     if allowed is not None:
         check_category_files(key.root, key.category, allowed)
-    model = with_labels_or_without(load, key.root, key.category, backbone=key.backbone, cache=jobs.store(key.cache))
+    model = with_labels_or_without(load, key.root, key.category, backbone=key.backbone, weights=key.weights,
+                                   cache=jobs.store(key.cache))
     if model is None:
-        check_weights_available(key.backbone, None)  # say now that a fit could not even start
+        check_weights_available(key.backbone, key.weights)  # say now that a fit could not even start
         raise NotCached(key.label)
     return model
 
@@ -352,7 +481,7 @@ def _fit(jobs: Jobs, key: ModelKey, progress: Progress, allowed: Sequence[Path] 
     from ..pipeline import fit
     if allowed is not None:
         check_category_files(key.root, key.category, allowed)
-    return with_labels_or_without(fit, key.root, key.category, backbone=key.backbone,
+    return with_labels_or_without(fit, key.root, key.category, backbone=key.backbone, weights=key.weights,
                                   cache=jobs.store(key.cache), device="auto", progress=progress)
 
 
@@ -370,10 +499,8 @@ def with_labels_or_without(fn, root, category, **kw):
 def model_job(jobs: Jobs, key: ModelKey, *, allowed: Sequence[Path] | None = None) -> Job:
     """Fit (or read from the cache) a model in the background; the job's result is the
     :class:`mvgviz.pipeline.Model`. A done job is reused; a failed one is retried."""
-    from ..backbones import get_spec
-    n_layers = len(get_spec(key.backbone).layers)
     return jobs.submit(key.job_key(), lambda p: _fit(jobs, key, p, allowed), label=f"fit {key.label}",
-                       progress=FitProgress(n_layers))
+                       progress=FitProgress.for_backbone(key.backbone))
 
 
 @dataclass(frozen=True)
@@ -444,3 +571,55 @@ def demo_running(jobs: Jobs, root: str | os.PathLike) -> bool:
     partial, hidden category folders that must not be read)."""
     job = jobs.get(("demo", str(Path(root))))
     return job is not None and job.state in (QUEUED, RUNNING)
+
+
+# ---------------------------------------------------------------------------------------
+# Server start
+# ---------------------------------------------------------------------------------------
+
+def default_model_key(cfg) -> ModelKey | None:
+    """The model the viewer opens with: the first category of the first root, the default
+    backbone and its standard weights (None when that root has no category yet)."""
+    from ..conventions import DEFAULT_BACKBONE
+    from .config import discover_categories
+    root = cfg.roots[0]
+    cats = discover_categories(root, cfg.allowed)
+    return ModelKey(str(root), cats.names[0], DEFAULT_BACKBONE, str(cfg.cache)) if cats.names else None
+
+
+def warm_up(jobs: Jobs, cfg, *, say: Callable[[str], None] | None = None) -> threading.Thread:
+    """Prepare the first page when the server starts, before any browser connects: write the
+    demo data set when the first root needs it, then read the default model from the cache or
+    (``cfg.autofit``) fit it. Runs in a daemon thread; the jobs are those every browser session
+    shows, and ``jobs.echo`` gets their progress lines. ``say`` gets this function's own lines."""
+    say = say or jobs._echo_for("start") or (lambda text: None)
+
+    def run():
+        try:
+            root = cfg.roots[0]
+            if needs_demo_data(root):
+                say(f"writing the demo data set into {root}")
+                job = demo_job(jobs, root)
+                job.wait()
+                if job.state == FAILED:
+                    return
+            key = default_model_key(cfg)
+            if key is None:
+                say(f"no category in {root}: nothing to fit")
+                return
+            probe = probe_model(jobs, key, timeout=600)
+            if probe.state == "cached":
+                say(f"{key.label} read from the cache {key.cache}")
+            elif probe.state == "error":
+                say(f"{key.label} cannot be fitted: {probe.error}")
+            elif cfg.autofit:
+                job = model_job(jobs, key, allowed=cfg.allowed)
+                job.wait()
+            else:
+                say(f"{key.label} is not fitted (automatic fit off)")
+        except Exception as e:  # the page shows the same error; the terminal gets one line
+            say(f"{error_message(e)}")
+
+    t = threading.Thread(target=run, daemon=True, name="mvgviz-warm-up")
+    t.start()
+    return t

@@ -9,10 +9,12 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..conventions import ANY_DEFECT, ParamError, is_defect
+from ..conventions import ANY_DEFECT, GOOD, ParamError, is_defect
 
 EXPORT_FORMATS = ("png", "pdf", "svg")
-ALL_IMAGES = "all images"          # image filter: no filter
+ALL_IMAGES = "all images"          # image filter: no filter (the default)
+ALL_DEFECTS = "all defects"        # image filter: every image that is not good (the library's ANY_DEFECT)
+GRID_DISPLAY_WIDTH = 1200          # CSS px: the Grid page sends its picture at most this wide
 GRID_LIMIT = 16                    # most images / components the Grid page draws
 MIME = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml",
         "json": "application/json"}
@@ -32,11 +34,11 @@ CONTROLS = {"images": "Images", "n_images": "Images", "defect": "Images of type"
 
 
 def error_message(e: BaseException) -> str:
-    """One readable line for the page: the message of our own errors (a
+    """One readable line for the page, for any exception: the message of our own errors (a
     :class:`~mvgviz.conventions.ParamError` names the viewer's control, see :data:`CONTROLS`),
-    else type: message."""
-    if isinstance(e, ParamError) and e.param in CONTROLS:
-        return e.with_name(CONTROLS[e.param])
+    else type: message. Every message the app shows about an exception comes from here."""
+    if isinstance(e, ParamError):
+        return e.with_name(CONTROLS.get(e.param, f"`{e.param}`"))
     if isinstance(e, KeyError) and e.args:
         return str(e.args[0])
     if isinstance(e, (ValueError, OSError)) and str(e):
@@ -44,12 +46,13 @@ def error_message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-_MD_SPECIAL = "\\`*_[]{}<>#|~$"
+_MD_SPECIAL = "\\`*_[]{}<>#|~$-"
 
 
 def escape_markdown(text: str) -> str:
     """Show ``text`` literally in Streamlit markdown (error messages hold paths with ``_``,
-    globs with ``*``, layer names with ``[ ]``)."""
+    globs with ``*``, layer names with ``[ ]``, ranges and option names with ``-``/``--``, which
+    markdown would turn into dashes)."""
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
 
 
@@ -64,10 +67,32 @@ def merge_components(current: Sequence[int], new: Sequence[int]) -> str:
 
 
 def image_choices(defect_types: Sequence[str]) -> list[str]:
-    """Filter options of the image picker: every image, any defect, then each type."""
+    """Choices of the Grid page's image filter, each saying what it keeps: ``"all images"``
+    (the default), ``"good"``, ``"all defects"`` (every image that is not good), then each
+    other type in sorted order. Types absent from ``defect_types`` are not offered."""
     types = sorted(set(defect_types))
-    extra = [ANY_DEFECT] if any(is_defect(t) for t in types) and ANY_DEFECT not in types else []
-    return [ALL_IMAGES] + extra + types
+    out = [ALL_IMAGES] + ([GOOD] if GOOD in types else [])
+    if any(is_defect(t) for t in types) and ALL_DEFECTS not in types:
+        out.append(ALL_DEFECTS)
+    return out + [t for t in types if t != GOOD]
+
+
+def filter_defect(choice: str) -> str | None:
+    """The image filter's choice as :func:`mvgviz.selection.parse_images`'s ``defect``:
+    None for every image, :data:`~mvgviz.conventions.ANY_DEFECT` for every defect, else the type."""
+    return None if choice == ALL_IMAGES else ANY_DEFECT if choice == ALL_DEFECTS else choice
+
+
+def filter_pool(choice: str, defect_types: Sequence[str]) -> tuple[int, ...]:
+    """Indices of the images the filter ``choice`` keeps (all of them for 'all images')."""
+    defect = filter_defect(choice)
+    return tuple(i for i, t in enumerate(defect_types)
+                 if defect is None or t == defect or (defect == ANY_DEFECT and is_defect(t)))
+
+
+def filter_label(choice: str) -> str:
+    """How a filter choice is named in a sentence: 'all defects', 'type crack', 'good'."""
+    return choice if choice in (ALL_IMAGES, ALL_DEFECTS, GOOD, ANY_DEFECT) else f"type {choice!r}"
 
 
 def component_box_text(mode: str, k: int, indices: str) -> str:
@@ -92,12 +117,26 @@ def grid_spec_from_controls(model, layer, split: str, *, image_filter: str, imag
     from ..render import GridSpec
     from ..selection import parse_components, parse_images
     notes = []
-    defect = None if image_filter == ALL_IMAGES else image_filter
-    imgs = parse_images(images, len(model.data.files(split)), defect_types=model.data.defect_types(split),
-                        defect=defect, seed=int(seed))
-    if len(imgs) > limit:
-        notes.append(f"{len(imgs)} images selected: showing the first {limit}.")
-        imgs = imgs[:limit]
+    defect = filter_defect(image_filter)
+    types = model.data.defect_types(split)
+    n = len(model.data.files(split))
+    text = str(images).strip().lower()
+    if defect is None or text == "all" or text.startswith("random:"):
+        imgs = parse_images(images, n, defect_types=types, defect=defect, seed=int(seed))
+    else:  # typed indices: those the filter does not keep are left out, and the page says so
+        typed = parse_images(images, n, seed=int(seed))
+        keep = set(filter_pool(image_filter, types))
+        imgs = tuple(i for i in typed if i in keep)
+        out = [i for i in typed if i not in keep]
+        if out:
+            which = ", ".join(f"{i} ({types[i]})" for i in out[:8]) + (", ..." if len(out) > 8 else "")
+            if imgs:
+                notes.append(f"Image(s) {which} left out: not kept by the filter "
+                             f"'{filter_label(image_filter)}' (choose 'all images' to show them).")
+            else:
+                imgs = typed
+                notes.append(f"No typed image is kept by the filter '{filter_label(image_filter)}' "
+                             f"({which}): showing them anyway; choose 'all images' to silence this.")
     comps = parse_components(components, layer)
     if len(comps) > limit:
         notes.append(f"{len(comps)} components selected: showing the first {limit}.")
@@ -145,6 +184,26 @@ def grid_manifest_bytes(model, spec) -> bytes:
              "backbone": model.backbone, "weights": model.weights, "reg": model.reg,
              "spec": spec.to_dict()}
     return (json.dumps(d, indent=1, default=str) + "\n").encode()
+
+
+def manifest_name(stem: str, fmt: str = "png") -> str:
+    """The manifest's file name, as the command line names it: ``FILE.<ext>.json``."""
+    return f"{stem}.{fmt}.json"
+
+
+def images_with(text: str, image: int, n_images: int, *, image_filter: str = ALL_IMAGES,
+                defect_types: Sequence[str] | None = None, seed: int = 0) -> str:
+    """The Images box's text with ``image`` added: the current selection (``random:N`` and
+    ``all`` resolved with the filter and seed) as indices, then ``image`` if it is not in it."""
+    from ..selection import parse_images
+    defect = filter_defect(image_filter)
+    try:
+        current = parse_images(text, n_images, defect_types=defect_types if defect else None, defect=defect,
+                               seed=int(seed))
+    except ValueError:
+        current = ()
+    out = list(dict.fromkeys([int(i) for i in current] + [int(image)]))
+    return ",".join(map(str, out))
 
 
 def export_name(model, spec) -> str:
@@ -267,7 +326,14 @@ def progress_text(status, title: str, *, bar: bool = True) -> str:
     if not bar:
         return f"{title} ({status.elapsed:.0f} s)"
     what = "waiting for another fit to finish" if status.waiting else (status.step or "starting")
-    return f"{title}: {what} ({status.fraction:.0%}, {status.elapsed:.0f} s)"
+    left = getattr(status, "seconds_left", None)
+    eta = f", about {_duration(left)} left" if left is not None else ""
+    return f"{title}: {what} ({status.fraction:.0%}, {status.elapsed:.0f} s{eta})"
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s"
 
 
 def listed_jobs(statuses) -> list:
