@@ -33,7 +33,7 @@ from mvgviz.backbones import BACKBONES
 from mvgviz.conventions import DEFAULT_BACKBONE, SCALES, SPLITS
 from mvgviz.inspect import (argmax_pixel, component_chart, decompose_pixel, decomposition_figure, m2_figure,
                             pixel_from_selection)
-from mvgviz.render import GridSpec, encode_raster, grid_data, render_raster
+from mvgviz.render import GridSpec, encode_raster, grid_data, raster_layout, render_raster
 from mvgviz.selection import parse_components
 
 APP_DIR = Path(__file__).resolve().parent
@@ -325,14 +325,10 @@ def grid_view(job_key: tuple, spec_json: str, width: int = V.GRID_DISPLAY_WIDTH)
     """The grid's picture as JPEG bytes at most ``width`` pixels wide (the size the page shows
     it: fewer bytes to encode, send and decode), and its scale; cached per (model, spec): a
     change re-reads only the chosen images and components from the cache's memory maps."""
-    import cv2
     model = registry().get(job_key).result
     data = grid_data(model, GridSpec.from_dict(json.loads(spec_json)))
-    raster = render_raster(data)  # (H, W, 3) uint8
-    h, w = raster.shape[:2]
-    if w > width:
-        raster = cv2.resize(raster, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-    return {"width": int(raster.shape[1]), "full_width": int(w), "jpeg": encode_raster(raster),
+    raster = render_raster(data, width=width)  # (H, W, 3) uint8: panels shrunk to fit, labels >= 11 px
+    return {"width": int(raster.shape[1]), "full_width": int(raster_layout(data).width), "jpeg": encode_raster(raster),
             "vmax": [float(v) for v in data.vmax], "columns": list(data.column_labels), "note": data.scale_note}
 
 
