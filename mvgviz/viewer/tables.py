@@ -14,7 +14,7 @@ from ..conventions import ANY_DEFECT, GOOD, ParamError, is_defect
 EXPORT_FORMATS = ("png", "pdf", "svg")
 ALL_IMAGES = "all images"          # image filter: no filter (the default)
 ALL_DEFECTS = "all defects"        # image filter: every image that is not good (the library's ANY_DEFECT)
-GRID_DISPLAY_WIDTH = 1200          # CSS px: the Grid page sends its picture at most this wide
+GRID_DISPLAY_WIDTH = 920          # CSS px: the Grid page sends its picture at most this wide
 GRID_LIMIT = 16                    # most images / components the Grid page draws
 MIME = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml",
         "json": "application/json"}
