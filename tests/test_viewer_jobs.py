@@ -265,6 +265,29 @@ def test_cached_path_is_confined_like_fitting(tmp_path):
     assert J.probe_model(J.Jobs(), key, allowed=[root, outside], timeout=60).state == "cached"
     # and a library caller that passes no roots reads it (no confinement asked for)
     assert J.probe_model(J.Jobs(), key, timeout=60).state == "cached"
+    # a model registered without confinement (here: by a caller passing no roots) is still refused
+    # to a caller with roots: what the page shows is checked, whoever loaded it
+    shared = J.Jobs()
+    assert J.probe_model(shared, key, timeout=60).state == "cached"
+    refused = J.probe_model(shared, key, allowed=[root], timeout=60)
+    assert refused.state == "error" and "outside the allowed data roots" in refused.error
+
+
+def test_warm_up_applies_the_roots(tmp_path):
+    """The launcher's warm-up (before any browser) reads the default model from the cache through
+    the same confinement: the page then refuses the leaking category (found in a real browser)."""
+    from mvgviz.pipeline import fit
+    from mvgviz.viewer.config import parse_app_args
+    root, _ = _category_leaking_a_file(tmp_path)
+    cache = tmp_path / "cache"
+    fit(root, "widget", cache=cache, device="cpu")  # the CLI filled the cache
+    cfg = parse_app_args(["--data", str(root), "--cache", str(cache), "--no-autofit"], {}, app_dir=tmp_path)
+    jobs = J.Jobs()
+    J.warm_up(jobs, cfg, say=lambda text: None).join(120)
+    key = J.ModelKey(str(root), "widget", "efficientnet_lite0", str(cache))
+    assert jobs.get(key.job_key()) is None, "the warm-up registered a model outside the roots"
+    probe = J.probe_model(jobs, key, allowed=cfg.allowed, timeout=60)
+    assert probe.state == "error" and "000.png" in probe.error
 
 
 # ---------------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def resolve_inside(path: str | os.PathLike, allowed: Sequence[Path]) -> Path:
         if resolved == r or resolved.is_relative_to(r):
             return resolved
     shown = f" (resolves to {str(resolved)!r})" if str(resolved) != text else ""
-    raise PathNotAllowed(f"folder {text!r}{shown} is outside the allowed data roots: "
+    what = "file" if Path(text).is_file() else "folder"
+    raise PathNotAllowed(f"{what} {text!r}{shown} is outside the allowed data roots: "
                          f"{', '.join(str(Path(a)) for a in allowed)}. Other roots are allowed by "
                          "whoever starts the app (README, 'The explorer').")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping, Sequence, TextIO
 
 from ..progress import Progress
+from ..data import DataError
 from .config import check_category_files, needs_demo_data
 from .tables import error_message
 
@@ -348,6 +349,7 @@ class Jobs:
         self._jobs: dict[Hashable, Job] = {}
         self._slot = threading.Semaphore(slots)
         self._stores: dict[str, Any] = {}
+        self._confined: set[tuple] = set()  # (job key, allowed roots) whose category files were checked
         self.echo = echo  # exclusive jobs (fits, demo data) print progress lines here
 
     def _echo_for(self, label: str) -> Callable[[str], None] | None:
@@ -534,6 +536,14 @@ def probe_model(jobs: Jobs, key: ModelKey, *, allowed: Sequence[Path] | None = N
     """
     job = jobs.get(key.job_key())
     if job is not None and job.state == DONE:
+        # a model registered by any path (a fit, the warm-up, another session) is shown only inside
+        # the caller's roots: the category's files are checked once per key and roots
+        if allowed is not None and (key.job_key(), tuple(map(str, allowed))) not in jobs._confined:
+            try:
+                check_category_files(key.root, key.category, allowed)
+            except (DataError, OSError) as e:
+                return Probe("error", error=error_message(e))
+            jobs._confined.add((key.job_key(), tuple(map(str, allowed))))
         return Probe("cached", job.result)
     pkey = probe_key(key)
     probe = jobs.submit(pkey, lambda p: _load_cached(jobs, key, allowed), label=f"probe {key.label}",
@@ -607,7 +617,7 @@ def warm_up(jobs: Jobs, cfg, *, say: Callable[[str], None] | None = None) -> thr
             if key is None:
                 say(f"no category in {root}: nothing to fit")
                 return
-            probe = probe_model(jobs, key, timeout=600)
+            probe = probe_model(jobs, key, allowed=cfg.allowed, timeout=600)
             if probe.state == "cached":
                 say(f"{key.label} read from the cache {key.cache}")
             elif probe.state == "error":
