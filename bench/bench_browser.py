@@ -93,6 +93,28 @@ def _start_server(args, cache: str, port: int, log) -> subprocess.Popen:
         time.sleep(0.2)
 
 
+def time_changes(page, box, texts, *, warmup: int, changes: int) -> list[float]:
+    """Type each text into ``box`` and press Enter; milliseconds until the page's picture has a new
+    ``src``, has loaded and two animation frames have passed (painted); the first ``warmup`` are not
+    kept. Waits for each rerun to end before the next change."""
+    times: list[float] = []
+    for i, text in zip(range(warmup + changes), texts):
+        old = page.locator(IMG).first.get_attribute("src")
+        box.fill(text)
+        t0 = time.perf_counter()
+        box.press("Enter")
+        page.wait_for_function(
+            "(old) => { const i = document.querySelector(" + json.dumps(IMG) + ");"
+            " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }",
+            arg=old, polling="raf", timeout=60_000)
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+        # the rerun may still be finishing (captions, tables): let it end before the next change
+        page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+    return times
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     pin_threads(args.threads)
@@ -123,28 +145,15 @@ def main(argv=None) -> int:
                 page.locator(IMG).first.wait_for(timeout=60_000)
                 box = page.get_by_label(COMPONENTS)
                 seen: set[str] = set()
-                times: list[float] = []
-                for i in range(args.warmup + args.changes):
+
+                def texts():
                     while True:
                         text = ",".join(map(str, sorted(rng.choice(n_comp, size=8, replace=False))))
                         if text not in seen:
                             seen.add(text)
-                            break
-                    old = page.locator(IMG).first.get_attribute("src")
-                    box.fill(text)
-                    t0 = time.perf_counter()
-                    box.press("Enter")
-                    page.wait_for_function(
-                        "(old) => { const i = document.querySelector(" + json.dumps(IMG) + ");"
-                        " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }",
-                        arg=old, polling="raf", timeout=60_000)
-                    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-                    ms = (time.perf_counter() - t0) * 1e3
-                    if i >= args.warmup:
-                        times.append(ms)
-                    # the rerun may still be finishing (captions, tables): let it end before the next change
-                    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')",
-                                           timeout=60_000)
+                            yield text
+
+                times = time_changes(page, box, texts(), warmup=args.warmup, changes=args.changes)
                 natural = page.evaluate("() => { const i = document.querySelector(" + json.dumps(IMG) + ");"
                                         " return [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width]; }")
                 browser.close()

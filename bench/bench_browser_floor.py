@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMG = "[data-testid=stMain] [data-testid=stImage] img"
+from bench_browser import IMG, time_changes  # bench/ (the script's folder is on sys.path)
+
 LABEL = "Components"
 
 APP = '''
@@ -83,21 +84,8 @@ def main() -> None:
             page.goto(f"http://127.0.0.1:{args.port}/")
             page.locator(IMG).first.wait_for(timeout=180_000)
             box = page.get_by_label(LABEL)
-            times = []
-            for i in range(3 + args.changes):
-                old = page.locator(IMG).first.get_attribute("src")
-                box.fill(f"{i},{i + 1},{i * 7}")
-                t0 = time.perf_counter()
-                box.press("Enter")
-                page.wait_for_function(
-                    "(old) => { const i = document.querySelector(" + json.dumps(IMG) + ");"
-                    " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }",
-                    arg=old, polling="raf", timeout=60_000)
-                page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-                if i >= 3:
-                    times.append((time.perf_counter() - t0) * 1e3)
-                page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')",
-                                       timeout=60_000)
+            times = time_changes(page, box, (f"{i},{i + 1},{i * 7}" for i in range(10**6)), warmup=3,
+                                 changes=args.changes)
             b.close()
     finally:
         proc.terminate()
