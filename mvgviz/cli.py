@@ -23,7 +23,7 @@ from .conventions import DEFAULT_BACKBONE, ParamError
 # Python parameter -> command-line option, where the option is not "--" + the name with dashes
 _OPTIONS = {"fmt": "--format", "n_images": "--images", "defect_types": "--defect", "root": "--data",
             # fields of a manifest's preprocessing (export --from-manifest), not options
-            **{f: f"preprocessing `{f}`" for f in ("resize", "crop", "mean", "std")}}
+            **{f: f"preprocessing `{f}`" for f in ("mean", "std")}}
 
 
 def option_name(param: str) -> str:
@@ -59,6 +59,10 @@ def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("dat
     p.add_argument("--verify", default=None, choices=["first", "full"],
                    help="cache checksums: on the first read in a process (first, default; or "
                         "$MVGVIZ_VERIFY) or on every read (full)")
+    p.add_argument("--resize", type=int, default=256,
+                   help="resize images to RESIZE x RESIZE before the centre crop (default 256; e.g. 512 with "
+                        "--crop 448 gives every layer a 2x finer feature map)")
+    p.add_argument("--crop", type=int, default=224, help="centre crop, the network's input size (default 224)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--timings", default=None, metavar="FILE", help="write the wall time of each step as JSON")
 
@@ -132,8 +136,10 @@ def _fit_from_args(args):
     if getattr(args, "verify", None):
         from .cache import Store
         cache = Store(args.cache, verify=args.verify)
+    from .data import Preprocessing
+    pre = Preprocessing(resize=getattr(args, "resize", 256), crop=getattr(args, "crop", 224))
     model = fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
-                reg=args.reg, device=args.device, cache=cache, batch_size=args.batch_size,
+                reg=args.reg, device=args.device, cache=cache, batch_size=args.batch_size, preprocessing=pre,
                 storage=args.storage, unlabelled=args.unlabelled, fingerprint=getattr(args, "fingerprint", "stat"),
                 progress=progress)
     if args.timings:

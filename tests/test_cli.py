@@ -263,3 +263,17 @@ def test_ignored_files_are_reported_on_one_line(tmp_path, capfd):
     notes = [l for l in err.splitlines() if l.startswith("ignored ")]
     assert len(notes) == 1 and notes[0].startswith(line), err
     assert ".png .jpg .jpeg .bmp .tif .tiff" in notes[0]
+
+
+def test_resize_and_crop_give_finer_feature_maps(fitted, capsys, tmp_path):
+    """Issue 11, resolution: a larger input gives every layer a finer map (same cell size in pixels)."""
+    root, _ = fitted
+    code, out, _ = run(capsys, "report", "--data", root, "--category", "widget", "--layers", "_blocks[15]",
+                       "--resize", "292", "--crop", "256", "--cache", tmp_path, "--json", "--quiet")
+    assert code == 0
+    rep = json.loads(out)
+    assert rep["image_size"] == 256
+    assert rep["layers"][0]["feature_size"] == [8, 8] and rep["layers"][0]["cell_pixels"] == 32
+    code, _, err = run(capsys, "report", "--data", root, "--category", "widget", "--crop", "300",
+                       "--cache", tmp_path, "--quiet")
+    assert code == 2 and err.startswith("mvgviz: error: --crop must be in 1..resize=256, got 300")
