@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", action="store_true",
                    help="also evaluate component-subset models per layer (train-only rules drop_border:N, "
                         "drop_position:N, npca:P, and the oracle_best:K upper bound)")
+    p.add_argument("--agreement", action="store_true",
+                   help="also measure per layer how many components exceed their train p99 at each pixel "
+                        "(train-only set npca:5, and the oracle), and whether they agree on true anomalies")
     p.add_argument("--subset", action="append", default=None, metavar="RULE",
                    help="a component-subset rule to evaluate beside the full model (repeatable), e.g. "
                         "drop_border:5 or npca:5; implies --variants with these rules only")
@@ -199,6 +202,10 @@ def _dispatch(args) -> int:
             from .variants import variants
             for lay, lm in zip(rep["layers"], model.layers.values()):
                 lay["variants"] = variants(model, lm, args.subset, batch_size=args.batch_size)
+        if args.agreement:
+            from .agreement import layer_agreement
+            for lay, lm in zip(rep["layers"], model.layers.values()):
+                lay["agreement"] = layer_agreement(model, lm, batch_size=args.batch_size)
         if args.json:
             json.dump(rep, sys.stdout)
             sys.stdout.write("\n")
@@ -216,6 +223,13 @@ def _dispatch(args) -> int:
                 tag = "  (oracle: reads test labels)" if v["oracle"] else ""
                 print(f"  {v['rule']:<18}{v['n_components']:>4} comps  {_num(v['image_auroc']):>9}"
                       f"{_num(v['pixel_auroc']):>10}{_num(v['pixel_aupr']):>8}{_num(v['aupro']):>8}{tag}")
+            for name, a in lay.get("agreement", {}).items():
+                if name == "full_model":
+                    continue
+                m = a["metrics"]
+                print(f"  agreement {a['rule']:<14}{a['n_components']:>4} comps  pixel AUROC {_num(m['pixel_auroc'])}"
+                      f"  mean on true / false positives {_num(a['mean_on_true_positives'])} / "
+                      f"{_num(a['mean_on_false_positives'])}  agree on anomalies: {a['holds']}")
         _print_metrics_note(model)
         return 0
 
