@@ -23,7 +23,7 @@ Chunks = Callable[[], Iterable[tuple]]
 
 
 def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunks: Chunks | None = None,
-             pixel_labels: bool = True, note: str = "", fpr_limit: float = 0.3) -> dict:
+             pixel_labels: bool = True, note: str = "", fpr_limit: float = 0.3, curves: int = 0) -> dict:
     """Metrics of one method on the test split.
 
     Parameters
@@ -39,6 +39,10 @@ def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunk
         Whether the masks are ground truth (False for unlabelled data: pixel metrics are None).
     note : str, keyword-only
         Why labels are missing, if they are (from the data set).
+    curves : int, keyword-only
+        When positive, also return ``"curves"``: the image ROC and the pixel ROC, PR and PRO curves
+        (``{"image_roc" | "roc" | "pr" | "pro": {"x": [...], "y": [...]}}``), each thinned to at most
+        this many points, where the data define them.
 
     Returns
     -------
@@ -59,6 +63,8 @@ def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunk
                          + ("defective" if lab.min() else "good") + " ones")
         else:
             out["image_auroc"] = auroc(scores, lab)
+            if curves:
+                out.setdefault("curves", {})["image_roc"] = image_roc_curve(scores, lab, curves)
     if pixel_chunks is None:
         notes.append("the method has no pixel maps")
     elif not pixel_labels:
@@ -67,6 +73,17 @@ def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunk
         elif not notes:
             notes.append("the test images have no ground-truth masks")
     else:
-        out.update(pixel_metrics_streamed(pixel_chunks, fpr_limit=fpr_limit))
+        pix = pixel_metrics_streamed(pixel_chunks, fpr_limit=fpr_limit, curves=curves)
+        if curves:
+            out.setdefault("curves", {}).update(pix.pop("curves"))
+        out.update(pix)
     out["note"] = "; ".join(dict.fromkeys(n for n in notes if n))
     return out
+
+
+def image_roc_curve(scores: np.ndarray, labels: np.ndarray, n_points: int = 200) -> dict:
+    """ROC curve of image scores (x = FPR, y = TPR) at every distinct score of a defective image,
+    thinned to at most ``n_points`` (for plots)."""
+    from .metrics import _roc_points, _thin, _thresholds
+    lab = np.asarray(labels) == 1
+    return _thin(*_roc_points(_thresholds(np.asarray(scores, dtype=np.float64), lab)), n_points)

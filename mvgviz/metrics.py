@@ -246,8 +246,9 @@ def _ap_from(t: _Thresholds) -> float:
     return float(np.sum(t.pos_eq * precision) / t.n_pos)
 
 
-def _aupro_from(t: _Thresholds, pos_weights: np.ndarray, fpr_limit: float) -> float:
-    """AUPRO from the thresholds and each positive pixel's PRO weight (in the positives' order).
+def _pro_curve(t: _Thresholds, pos_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact PRO curve (fpr, pro), each (2U+2,), from the thresholds and each positive pixel's
+    PRO weight (in the positives' order).
 
     Between two positive thresholds the PRO is constant, so the exact curve is the polyline
     through (0, 0), then for each threshold u, highest first, (FPR(> u), PRO(> u)) and
@@ -261,7 +262,35 @@ def _aupro_from(t: _Thresholds, pos_weights: np.ndarray, fpr_limit: float) -> fl
     fpr_ge, fpr_gt = t.neg_ge / t.n_neg, t.neg_gt / t.n_neg
     fpr = np.concatenate([[0.0], np.column_stack([fpr_gt, fpr_ge]).ravel(), [1.0]])  # (2U+2,)
     pro = np.concatenate([[0.0], np.column_stack([pro_gt, pro_ge]).ravel(), [w_total]])
-    return _integrate_to(fpr, pro, fpr_limit)
+    return fpr, pro
+
+
+def _aupro_from(t: _Thresholds, pos_weights: np.ndarray, fpr_limit: float) -> float:
+    """AUPRO: the exact PRO curve (:func:`_pro_curve`) integrated to ``fpr_limit``."""
+    return _integrate_to(*_pro_curve(t, pos_weights), fpr_limit)
+
+
+def _thin(x: np.ndarray, y: np.ndarray, n: int) -> dict:
+    """At most ``n`` points of a curve (first and last kept), as lists: for plots, not for metrics."""
+    idx = np.unique(np.linspace(0, x.size - 1, min(n, x.size)).round().astype(np.int64))
+    return {"x": x[idx].tolist(), "y": y[idx].tolist()}
+
+
+def _roc_points(t: _Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """The exact ROC polyline (fpr, tpr): (0, 0), then at each distinct anomalous score u, highest
+    first, (FPR(> u), TPR(> u)) and (FPR(>= u), TPR(>= u)), then (1, 1); its area is the AUROC."""
+    fpr = np.concatenate([[0.0], np.column_stack([t.neg_gt, t.neg_ge]).ravel() / t.n_neg, [1.0]])
+    tpr = np.concatenate([[0.0], np.column_stack([t.pos_ge - t.pos_eq, t.pos_ge]).ravel() / t.n_pos, [1.0]])
+    return fpr, tpr
+
+
+def _curves_from(t: _Thresholds, pos_weights: np.ndarray, n_points: int) -> dict:
+    """ROC (x = FPR, y = TPR), PR (x = recall, y = precision) and PRO (x = FPR, y = PRO) curves at
+    every distinct anomalous score, thinned to ``n_points`` each."""
+    fpr, tpr = _roc_points(t)
+    recall, precision = t.pos_ge / t.n_pos, t.pos_ge / t.all_ge
+    return {"roc": _thin(fpr, tpr, n_points), "pr": _thin(recall, precision, n_points),
+            "pro": _thin(*_pro_curve(t, pos_weights), n_points)}
 
 
 def _np_scores(s: torch.Tensor) -> np.ndarray:
@@ -400,7 +429,7 @@ def _pairs(chunks, what: str, prefix):
         yield i, item[0], item[1]
 
 
-def _pixel_metrics(chunks, fpr_limit, *, names: tuple[str, str], prefix) -> dict:
+def _pixel_metrics(chunks, fpr_limit, *, names: tuple[str, str], prefix, curves: int = 0) -> dict:
     """Pixel AUROC, AUPR and AUPRO of the score maps of ``chunks()``, in two passes.
 
     ``names`` are the names of the score maps and masks in error messages, ``prefix(i)`` the
@@ -449,7 +478,10 @@ def _pixel_metrics(chunks, fpr_limit, *, names: tuple[str, str], prefix) -> dict
             tc.count(_np_scores(_scores_1d(s, s_name)))
     t = tc.thresholds()
     weights = _region_weights(np.concatenate(region_ids), n_regions)  # (P,) in data order
-    return {"pixel_auroc": _auroc_from(t), "pixel_aupr": _ap_from(t), "aupro": _aupro_from(t, weights, fpr_limit)}
+    out = {"pixel_auroc": _auroc_from(t), "pixel_aupr": _ap_from(t), "aupro": _aupro_from(t, weights, fpr_limit)}
+    if curves:
+        out["curves"] = _curves_from(t, weights, curves)
+    return out
 
 
 def aupro(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float = 0.3) -> float:
@@ -510,7 +542,7 @@ def pixel_metrics(score_maps: ArrayLike, masks: ArrayLike, *, fpr_limit: float =
 
 
 def pixel_metrics_streamed(chunks: Callable[[], Iterable[tuple[ArrayLike, ArrayLike]]], *,
-                           fpr_limit: float = 0.3) -> dict:
+                           fpr_limit: float = 0.3, curves: int = 0) -> dict:
     """:func:`pixel_metrics` over image chunks, never holding more than one chunk's maps.
 
     Equal, to the last bit, to :func:`pixel_metrics` on the concatenation of the chunks (any
@@ -528,11 +560,15 @@ def pixel_metrics_streamed(chunks: Callable[[], Iterable[tuple[ArrayLike, ArrayL
         copied to the CPU); ``masks``: (n, H, W) bool or 0/1. Chunks may hold any number of images,
         including none.
     fpr_limit : float, keyword-only, in (0, 1], default 0.3, passed to the AUPRO
+    curves : int, keyword-only, default 0
+        When positive, also return the ROC, PR and PRO curves thinned to at most this many points
+        each (for plots; the metrics come from the exact curves).
 
     Returns
     -------
     dict
-        ``{"pixel_auroc": float, "pixel_aupr": float, "aupro": float}``, as :func:`pixel_metrics`.
+        ``{"pixel_auroc": float, "pixel_aupr": float, "aupro": float}``, as :func:`pixel_metrics`,
+        plus ``"curves": {"roc" | "pr" | "pro": {"x": [...], "y": [...]}}`` when asked.
 
     Raises
     ------
@@ -541,7 +577,8 @@ def pixel_metrics_streamed(chunks: Callable[[], Iterable[tuple[ArrayLike, ArrayL
         NaN scores, non-binary masks, an ``fpr_limit`` outside (0, 1], no anomalous or no normal
         pixel, or when the second call yields other scores than the first.
     """
-    return _pixel_metrics(chunks, fpr_limit, names=("scores", "masks"), prefix=lambda i: f"chunk {i} of `chunks`: ")
+    return _pixel_metrics(chunks, fpr_limit, names=("scores", "masks"), prefix=lambda i: f"chunk {i} of `chunks`: ",
+                          curves=int(curves))
 
 
 # --------------------------------------------------------------------------------------------------

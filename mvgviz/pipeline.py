@@ -46,6 +46,8 @@ from .results import CategoryArrays, LayerModel, Model, Names
 
 __all__ = ["CategoryArrays", "LayerModel", "Model", "fit", "load"]
 
+CURVE_POINTS = 256  # points kept per ROC / PR / PRO curve in a layer's entry (for plots)
+
 # torch, scipy and the metrics are imported only when something must be computed, so
 # that reading a warm cache (the viewer, ``report`` on a fitted category) starts fast.
 
@@ -406,7 +408,8 @@ def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatu
                 out["metrics"] = evaluate(scores["test"], data.labels("test") if data.image_labels else None,
                                           pixel_chunks=pixel_chunks if method.has_maps else None,
                                           pixel_labels=data.pixel_labels,
-                                          note=data.label_note)
+                                          note=data.label_note, curves=CURVE_POINTS)
+                out["curves"] = out["metrics"].pop("curves", {})
             bar.update(1)
             if data.pixel_labels and method.has_components:
                 with progress.timer(f"ranking {label}"):

@@ -166,6 +166,13 @@ class LayerModel:
         return {k: self.meta["metrics"][k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")}
 
     @property
+    def curves(self) -> dict:
+        """Curves of the full model on the test split, for plots (thinned; the metrics are exact):
+        ``image_roc``, ``roc`` (x = FPR, y = TPR), ``pr`` (x = recall, y = precision), ``pro``
+        (x = FPR, y = per-region overlap), each ``{"x": [...], "y": [...]}``, where defined."""
+        return self.meta.get("curves", {})
+
+    @property
     def metrics_note(self) -> str:
         """Why some metric is None ("" when all are available)."""
         return self.meta["metrics"].get("note", "")

@@ -304,3 +304,34 @@ def test_pixel_metrics_streamed_errors():
         return chunked(maps, masks, [0, 3] if len(calls) == 1 else [0, 2])()
     with pytest.raises(ValueError, match="same scores on every call.*192 scores, the second 128"):
         pixel_metrics_streamed(shrinking)
+
+
+def test_curves_reproduce_the_exact_metrics():
+    """Unthinned, the returned curves integrate to the exact metrics (ties included)."""
+    from mvgviz.metrics import _integrate_to, pixel_metrics_streamed
+    rng = np.random.default_rng(5)
+    s = rng.integers(0, 20, (3, 9, 11)).astype(np.float32)  # many ties
+    m = np.zeros((3, 9, 11), bool)
+    m[0, 2:5, 3:6] = m[2, 6:8, 1:9] = True
+    s[m] += 4
+    out = pixel_metrics_streamed(lambda: [(s, m)], curves=10**9)
+    roc, pr, pro = (out["curves"][k] for k in ("roc", "pr", "pro"))
+    assert (roc["x"][0], roc["y"][0], roc["x"][-1], roc["y"][-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.trapezoid(roc["y"], roc["x"]) == pytest.approx(roc_auc_score(m.ravel(), s.ravel()), abs=1e-12)
+    assert _integrate_to(np.array(pro["x"]), np.array(pro["y"]), 0.3) == pytest.approx(out["aupro"], abs=1e-12)
+    # step-wise AP from the PR points: sum of recall steps times precision
+    r, p = np.array(pr["x"]), np.array(pr["y"])
+    assert np.sum(np.diff(np.concatenate([[0.0], r])) * p) == pytest.approx(out["pixel_aupr"], abs=1e-12)
+    thin = pixel_metrics_streamed(lambda: [(s, m)], curves=5)["curves"]
+    assert all(len(c["x"]) <= 5 for c in thin.values())
+    assert "curves" not in pixel_metrics_streamed(lambda: [(s, m)])
+
+
+def test_image_roc_curve_area_is_the_auroc():
+    from mvgviz.evaluation import evaluate, image_roc_curve
+    rng = np.random.default_rng(6)
+    s = rng.integers(0, 6, 40).astype(float)
+    lab = (rng.random(40) < 0.4).astype(int)
+    c = image_roc_curve(s, lab, 10**9)
+    assert np.trapezoid(c["y"], c["x"]) == pytest.approx(roc_auc_score(lab, s), abs=1e-12)
+    assert evaluate(s, lab, curves=50)["curves"]["image_roc"]["x"][-1] == 1.0

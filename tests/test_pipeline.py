@@ -56,6 +56,18 @@ def test_report_carries_the_diagnostics(tiny):
         assert lay["non_gaussianity"] == pytest.approx(ref.non_gaussianity, rel=1e-9)
 
 
+def test_layers_keep_their_curves(tiny):
+    _, _, model = tiny
+    for lm in model.layers.values():
+        c = lm.curves
+        assert set(c) == {"image_roc", "roc", "pr", "pro"}
+        for name in ("image_roc", "roc"):
+            x, y = np.array(c[name]["x"]), np.array(c[name]["y"])
+            assert np.all(np.diff(x) >= 0) and (x[0], y[0], x[-1], y[-1]) == (0, 0, 1, 1)
+        # thinned to at most 256 points: the area is close to the exact AUROC
+        assert np.trapezoid(c["roc"]["y"], c["roc"]["x"]) == pytest.approx(lm.metrics["pixel_auroc"], abs=0.01)
+
+
 def test_cached_arrays_are_consistent(tiny):
     _, _, model = tiny
     lm = model.layer("_blocks[10]")
