@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mvgviz: interrupted; the cache holds no partial entry", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`mvgviz cache ls | head`): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+        return 141
     except ParamError as e:  # a library error names the Python parameter: say the option instead
         print(f"mvgviz: error: {e.with_name(option_name(e.param))}", file=sys.stderr)
         return 2

@@ -277,3 +277,16 @@ def test_resize_and_crop_give_finer_feature_maps(fitted, capsys, tmp_path):
     code, _, err = run(capsys, "report", "--data", root, "--category", "widget", "--crop", "300",
                        "--cache", tmp_path, "--quiet")
     assert code == 2 and err.startswith("mvgviz: error: --crop must be in 1..resize=256, got 300")
+
+
+def test_a_closed_pipe_is_not_an_error(fitted, tmp_path):
+    """`mvgviz cache ls | head -1`: the reader leaves early; no error line, no traceback."""
+    import subprocess
+    import sys
+    _, cache = fitted
+    p = subprocess.Popen([sys.executable, "-m", "mvgviz.cli", "cache", "ls", "--cache", str(cache)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # nobody reads: the first write meets a closed pipe
+    err = p.stderr.read().decode()
+    p.wait(60)
+    assert "error" not in err and "Traceback" not in err, err
