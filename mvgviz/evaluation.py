@@ -87,3 +87,33 @@ def image_roc_curve(scores: np.ndarray, labels: np.ndarray, n_points: int = 200)
     from .metrics import _roc_points, _thin, _thresholds
     lab = np.asarray(labels) == 1
     return _thin(*_roc_points(_thresholds(np.asarray(scores, dtype=np.float64), lab)), n_points)
+
+
+def score_histograms(scores: np.ndarray, defect_types, *, bins: int = 30) -> dict:
+    """Histograms of image scores, one per defect type (``good`` first), on shared edges.
+
+    Returns ``{"edges": (bins+1,) list, "counts": {type: (bins,) list}}``; log-spaced edges when
+    every score is positive and they span more than a decade (Mahalanobis scores do), else linear.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    types = [str(t) for t in defect_types]
+    if s.shape != (len(types),):
+        raise ValueError(f"`defect_types` must have one entry per score ({s.size}), got {len(types)}")
+    if not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"`bins` must be a positive integer, got {bins!r}")
+    lo, hi = float(s.min()), float(s.max())
+    if lo > 0 and hi / lo > 10:
+        edges = np.geomspace(lo, hi, bins + 1)
+    else:
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    order = sorted(set(types), key=lambda t: (t != "good", t))
+    counts = {t: np.histogram(s[[x == t for x in types]], bins=edges)[0].tolist() for t in order}
+    return {"edges": edges.tolist(), "counts": counts}
+
+
+def ranked_images(image_scores: np.ndarray, defect_types) -> list[dict]:
+    """Test images by decreasing score: ``[{"rank", "image", "score", "defect"}]`` (ties: lower index first)."""
+    s = np.asarray(image_scores, dtype=np.float64)
+    order = np.lexsort((np.arange(s.size), -s))
+    return [{"rank": r + 1, "image": int(i), "score": float(s[i]), "defect": str(defect_types[i])}
+            for r, i in enumerate(order)]

@@ -335,3 +335,18 @@ def test_image_roc_curve_area_is_the_auroc():
     c = image_roc_curve(s, lab, 10**9)
     assert np.trapezoid(c["y"], c["x"]) == pytest.approx(roc_auc_score(lab, s), abs=1e-12)
     assert evaluate(s, lab, curves=50)["curves"]["image_roc"]["x"][-1] == 1.0
+
+
+def test_score_histograms_and_ranked_images():
+    from mvgviz.evaluation import ranked_images, score_histograms
+    s = np.array([1.0, 50.0, 3.0, 400.0, 3.0])
+    types = ["good", "crack", "good", "hole", "crack"]
+    h = score_histograms(s, types, bins=4)
+    assert list(h["counts"]) == ["good", "crack", "hole"]  # good first
+    assert sum(map(sum, h["counts"].values())) == 5 and h["edges"][0] == 1.0 and h["edges"][-1] == 400.0
+    assert np.allclose(np.diff(np.log(h["edges"])), np.log(400) / 4)  # log-spaced over 2.6 decades
+    assert h["counts"]["good"] == np.histogram([1.0, 3.0], bins=h["edges"])[0].tolist()
+    r = ranked_images(s, types)
+    assert [x["image"] for x in r] == [3, 1, 2, 4, 0] and r[0]["defect"] == "hole" and r[0]["rank"] == 1
+    with pytest.raises(ValueError, match="one entry per score"):
+        score_histograms(s, types[:2])
