@@ -411,7 +411,7 @@ def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatu
                                           note=data.label_note, curves=CURVE_POINTS)
                 out["curves"] = out["metrics"].pop("curves", {})
             bar.update(1)
-            if data.pixel_labels and method.has_components:
+            if data.pixel_labels and method.has_components and method.ranks_components:
                 with progress.timer(f"ranking {label}"):
                     comp = _rank(w.read(Names.components("test")), masks, dev, size, batch_size)
                 w.put(Names.COMPONENT_AUROC, comp.auroc)

@@ -78,6 +78,9 @@ class Method(Protocol):
     name: ClassVar[str]
     has_maps: ClassVar[bool]
     has_components: ClassVar[bool]
+    # whether the single-component ranking engine (bilinear upsampling of y2_c) ranks its
+    # components the way ``to_pixels`` shows them
+    ranks_components: ClassVar[bool]
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ class MVG:
     name: ClassVar[str] = "mvg"
     has_maps: ClassVar[bool] = True
     has_components: ClassVar[bool] = True
+    ranks_components: ClassVar[bool] = True  # its maps reach the pixels by plain bilinear upsampling
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -1,0 +1,195 @@
+"""PaDiM (Defard et al., seeds ``004``/``002``): one Gaussian per feature position.
+
+Embeddings: the backbone's first three layers, the deeper maps brought to the first layer's grid by
+nearest-neighbour upsampling (PaDiM's block repetition for integer factors), concatenated, then a
+fixed random subset of ``n_channels`` channels (seeded; 100 of 448 for ResNet-18, 550 of 1792 for
+WideResNet-50-2, and 100/448 of the total for other backbones). At each of the P = h*w positions, a
+Gaussian over the N train images' embeddings at that position, ``Sigma_ij + eps I`` (``eps`` = 0.01),
+fitted with the batched streaming fit (:func:`mvgviz.gaussian.fit_gaussian`, leading dimension P).
+
+Scores: the Mahalanobis distance ``sqrt(M2)`` at each position, with ``M2 = ||y||^2`` and ``y`` the
+position's whitened embedding (PCA whitening, as the paper's model: the explanation is exact, the
+components' squares add up to M2); brought to the pixels by bilinear upsampling and a Gaussian blur
+with ``sigma`` = 4 (SciPy's ``gaussian_filter``: truncate 4, mirror-symmetric borders); image score
+= the maximum of that map.
+
+State arrays: ``mean`` (P, d), ``eigvals`` (P, d), ``eigvecs`` (P, d, d), ``channels`` (d,) the
+chosen embedding channels; meta: layers, grid (h, w), eps, sigma, seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ..conventions import ParamError
+from .base import BatchScores, FeatureSource, State
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..progress import Progress
+
+# the seeds' channel counts of the embedding subset
+PAPER_CHANNELS = {"resnet18": 100, "wide_resnet50_2": 550}
+
+
+def default_channels(backbone: str, total: int) -> int:
+    """The seeds' subset size: 100 for ResNet-18, 550 for WideResNet-50-2, else 100/448 of ``total``."""
+    return min(total, PAPER_CHANNELS.get(backbone, max(1, round(total * 100 / 448))))
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """SciPy's 1-D Gaussian of ``gaussian_filter`` (truncate 4): radius ``int(4 sigma + 0.5)``, sum 1."""
+    r = int(4.0 * sigma + 0.5)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def blur(maps: "torch.Tensor", sigma: float) -> "torch.Tensor":
+    """(n, k, H, W) -> the same, blurred like ``scipy.ndimage.gaussian_filter(..., sigma, mode="reflect")``
+    on each map (separable, mirror-symmetric borders that repeat the edge pixel)."""
+    import torch
+    import torch.nn.functional as F
+    n, k, h, w = maps.shape
+    kern = torch.as_tensor(gaussian_kernel(sigma), dtype=maps.dtype, device=maps.device)
+    r = (kern.numel() - 1) // 2
+    x = maps.reshape(n * k, 1, h, w)
+
+    def pad(t, dim):  # scipy's "reflect": d c b a | a b c d | d c b a (also when r exceeds the size)
+        size = t.shape[dim]
+        idx = torch.arange(-r, size + r, device=t.device)
+        period = 2 * size
+        idx = torch.remainder(idx, period)
+        idx = torch.where(idx >= size, period - 1 - idx, idx)
+        return t.index_select(dim, idx)
+
+    x = F.conv2d(pad(x, 2), kern.view(1, 1, -1, 1))  # rows
+    x = F.conv2d(pad(x, 3), kern.view(1, 1, 1, -1))  # columns
+    return x.reshape(n, k, h, w)
+
+
+@dataclass(frozen=True)
+class PaDiM:
+    """Per-position Gaussians over concatenated, channel-subsampled embeddings.
+
+    Parameters
+    ----------
+    layers
+        Three (or more) layer names of the backbone, finest first: the first sets the grid.
+    channels
+        The number of embedding channels kept (random, seeded), e.g. :func:`default_channels`.
+    seed, eps, sigma
+        The subset's seed, the ridge ``eps`` (0.01) and the blur's ``sigma`` (4, in input pixels).
+    """
+
+    layers_: tuple[str, ...]
+    channels: int
+    seed: int = 0
+    eps: float = 0.01
+    sigma: float = 4.0
+
+    name: ClassVar[str] = "padim"
+    has_maps: ClassVar[bool] = True
+    has_components: ClassVar[bool] = True
+    # the single-component ranking engine upsamples bilinearly without PaDiM's blur: not used here
+    ranks_components: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if len(self.layers_) < 1:
+            raise ParamError("layers", "must name at least one layer, finest first")
+        if isinstance(self.channels, bool) or not isinstance(self.channels, (int, np.integer)) or self.channels < 1:
+            raise ParamError("channels", f"must be a positive integer, got {self.channels!r}")
+        if not self.eps > 0:
+            raise ParamError("eps", f"must be > 0 (the ridge that makes each Sigma_ij invertible), got {self.eps!r}")
+        if not self.sigma > 0:
+            raise ParamError("sigma", f"must be > 0, got {self.sigma!r}")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.layers_)
+
+    @property
+    def options(self) -> dict:
+        return {"layers_": list(self.layers_), "channels": int(self.channels), "seed": int(self.seed),
+                "eps": float(self.eps), "sigma": float(self.sigma)}
+
+    def channel_subset(self, total: int) -> np.ndarray:
+        """(d,) sorted indices of the kept embedding channels (seeded; the same for every call)."""
+        if self.channels > total:
+            raise ParamError("channels", f"must be at most the embedding's {total} channels, got {self.channels}")
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.choice(total, size=self.channels, replace=False))
+
+    def embed(self, feats: dict, idx: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """{layer: (n, C_l, h_l, w_l)} -> (n, C, h, w) on the first layer's grid (``idx``: channels kept)."""
+        import torch
+        import torch.nn.functional as F
+        first = feats[self.layers_[0]]
+        h, w = first.shape[-2:]
+        parts = [first] + [F.interpolate(feats[l], size=(h, w), mode="nearest") for l in self.layers_[1:]]
+        emb = torch.cat(parts, dim=1)  # (n, C, h, w)
+        return emb if idx is None else emb.index_select(1, idx)
+
+    def fit(self, features: FeatureSource, *, device, batch_size: int = 16,
+            progress: "Progress | None" = None) -> State:
+        import torch
+
+        from ..gaussian import fit_gaussian
+        total = sum(features.feature_shape(l)[0] for l in self.layers_)
+        h, w = features.feature_shape(self.layers_[0])[1:]
+        keep = self.channel_subset(total)
+        idx = torch.as_tensor(keep, device=device)
+
+        def batches():  # (P, n, d) per batch: P Gaussians, channels last
+            for b in features.batches("train", self.layers, batch_size=batch_size, device=device):
+                e = self.embed(b, idx)  # (n, d, h, w)
+                yield e.permute(2, 3, 0, 1).reshape(h * w, e.shape[0], e.shape[1])
+
+        g = fit_gaussian(batches, reg=f"ridge:{self.eps}", device=device)
+        return State(arrays={"mean": g.mean, "eigvals": g.eigvals, "eigvecs": g.eigvecs, "channels": keep},
+                     meta={"grid": [int(h), int(w)], "n_samples": int(g.n_samples), "reg": g.reg,
+                           "embedding_channels": int(total)})
+
+    def scorer(self, state: State, device, *, size: tuple[int, int]):
+        """``score(feats) -> BatchScores``: distance maps, components and image scores of a batch."""
+        import torch
+        eigvals = torch.as_tensor(np.asarray(state.arrays["eigvals"]), dtype=torch.float64, device=device)
+        eigvecs = torch.as_tensor(np.asarray(state.arrays["eigvecs"]), dtype=torch.float64, device=device)
+        mean = torch.as_tensor(np.asarray(state.arrays["mean"]), dtype=torch.float64, device=device)  # (P, d)
+        inv_sqrt = torch.where(eigvals > 0, eigvals.clamp_min(1e-300).rsqrt(), torch.zeros_like(eigvals))
+        white = eigvecs * inv_sqrt[:, None, :]  # (P, d, d): V diag(w^-1/2), column c = component c
+        idx = torch.as_tensor(np.asarray(state.arrays["channels"]), device=device)
+        h, w = state.meta["grid"]
+
+        def score(feats: dict) -> BatchScores:
+            e = self.embed(feats, idx).to(torch.float64)                 # (n, d, h, w)
+            n, d = e.shape[:2]
+            x = e.permute(2, 3, 0, 1).reshape(h * w, n, d) - mean[:, None, :]  # (P, n, d)
+            y = torch.bmm(x, white)                                      # (P, n, d)
+            m2 = y.square().sum(-1)                                      # (P, n)
+            dist = m2.sqrt().T.reshape(n, h, w).float()                  # (n, h, w) Mahalanobis distance
+            comps = y.permute(1, 2, 0).reshape(n, d, h, w).float()       # (n, d, h, w)
+            image_scores = self.to_pixels(dist[:, None], size).flatten(1).amax(1)
+            return BatchScores(image_scores=image_scores, maps=dist, components=comps)
+
+        return score
+
+    def to_pixels(self, maps, size):
+        """(n, k, h, w) -> (n, k, H, W): bilinear upsampling, then the Gaussian blur (``sigma``)."""
+        from ..metrics import upsample
+        return blur(upsample(maps, size), self.sigma)
+
+
+def padim_for(backbone: str, layer_names: tuple[str, ...], channels_per_layer: tuple[int, ...], **kw) -> PaDiM:
+    """PaDiM on a backbone's first three layers with the seeds' subset size."""
+    if len(layer_names) < 3:
+        raise ParamError("layers", f"PaDiM needs the backbone's first three layers, got {list(layer_names)}")
+    total = int(sum(channels_per_layer[:3]))
+    return PaDiM(tuple(layer_names[:3]), default_channels(backbone, total), **kw)
+
+
+__all__ = ["PaDiM", "blur", "default_channels", "gaussian_kernel", "padim_for"]

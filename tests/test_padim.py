@@ -1,0 +1,108 @@
+"""PaDiM on the model protocol (mvgviz.models.padim) against brute force on tiny features."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from scipy.spatial.distance import mahalanobis
+
+from mvgviz.conventions import ParamError
+from mvgviz.models.padim import PaDiM, blur, default_channels, gaussian_kernel
+
+
+class ArrayFeatures:
+    """A FeatureSource over in-memory arrays: {split: {layer: (N, C, h, w)}}."""
+
+    def __init__(self, feats):
+        self.feats = feats
+        self.layers = tuple(next(iter(feats.values())))
+
+    def n_images(self, split):
+        return next(iter(self.feats[split].values())).shape[0]
+
+    def feature_shape(self, layer):
+        return tuple(self.feats["train"][layer].shape[1:])
+
+    def batches(self, split, layers, *, batch_size, device="cpu"):
+        n = self.n_images(split)
+        for i in range(0, n, batch_size):
+            yield {l: torch.from_numpy(self.feats[split][l][i:i + batch_size]).to(device) for l in layers}
+
+
+def _feats(rng, n):
+    return {"l1": rng.standard_normal((n, 3, 4, 4)).astype(np.float32),
+            "l2": rng.standard_normal((n, 4, 2, 2)).astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    src = ArrayFeatures({"train": _feats(rng, 12), "test": _feats(rng, 3)})
+    model = PaDiM(("l1", "l2"), channels=5, seed=3)
+    return src, model, model.fit(src, device="cpu", batch_size=5)
+
+
+def _embedding(src, split, keep):
+    f = src.feats[split]
+    up = f["l2"].repeat(2, axis=2).repeat(2, axis=3)  # nearest: each layer-2 cell covers 2x2 layer-1 cells
+    return np.concatenate([f["l1"], up], axis=1)[:, keep].astype(np.float64)  # (N, d, 4, 4)
+
+
+def test_per_position_gaussians_are_np_cov_plus_ridge(fitted):
+    src, model, state = fitted
+    keep = state.arrays["channels"]
+    assert keep.tolist() == sorted(np.random.default_rng(3).choice(7, 5, replace=False).tolist())
+    emb = _embedding(src, "train", keep)
+    for i, j in ((0, 0), (3, 1), (2, 3)):
+        x = emb[:, :, i, j]                                    # (N, d)
+        cov = np.cov(x, rowvar=False) + 0.01 * np.eye(5)
+        p = i * 4 + j
+        np.testing.assert_allclose(state.arrays["mean"][p], x.mean(0), atol=1e-6)
+        v, w = state.arrays["eigvecs"][p], state.arrays["eigvals"][p]
+        np.testing.assert_allclose((v * w) @ v.T, cov, rtol=1e-6, atol=1e-8)
+
+
+def test_distance_and_components_against_scipy(fitted):
+    src, model, state = fitted
+    score = model.scorer(state, "cpu", size=(16, 16))
+    out = score({l: torch.from_numpy(a) for l, a in src.feats["test"].items()})
+    emb = _embedding(src, "test", state.arrays["channels"])
+    train = _embedding(src, "train", state.arrays["channels"])
+    for k, (i, j) in ((0, (1, 2)), (2, (3, 3))):
+        x = train[:, :, i, j]
+        inv = np.linalg.inv(np.cov(x, rowvar=False) + 0.01 * np.eye(5))
+        ref = mahalanobis(emb[k, :, i, j], x.mean(0), inv)
+        assert float(out.maps[k, i, j]) == pytest.approx(ref, rel=1e-5)
+        # the explanation: the components' squares add up to the squared distance
+        assert float((out.components[k, :, i, j].double() ** 2).sum()) == pytest.approx(ref ** 2, rel=1e-5)
+    pix = model.to_pixels(out.maps[:, None], (16, 16))[:, 0]
+    np.testing.assert_allclose(out.image_scores.numpy(), pix.flatten(1).amax(1).numpy())
+
+
+def test_blur_is_scipys_gaussian_filter():
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 1, 40, 29)).astype(np.float64)
+    got = blur(torch.from_numpy(x), 4.0).numpy()
+    for k in range(2):
+        np.testing.assert_allclose(got[k, 0], ndimage.gaussian_filter(x[k, 0], sigma=4), rtol=1e-10, atol=1e-12)
+    assert gaussian_kernel(4.0).size == 33 and gaussian_kernel(4.0).sum() == pytest.approx(1.0)
+    small = rng.random((1, 1, 5, 6))  # the kernel is wider than the map: mirrored again
+    np.testing.assert_allclose(blur(torch.from_numpy(small), 4.0).numpy()[0, 0],
+                               ndimage.gaussian_filter(small[0, 0], sigma=4), rtol=1e-10, atol=1e-12)
+
+
+def test_batch_size_changes_nothing(fitted):
+    src, model, state = fitted
+    other = model.fit(src, device="cpu", batch_size=1)
+    np.testing.assert_allclose(other.arrays["eigvals"], state.arrays["eigvals"], rtol=1e-10)
+
+
+def test_options_and_errors():
+    assert default_channels("resnet18", 448) == 100 and default_channels("wide_resnet50_2", 1792) == 550
+    assert default_channels("efficientnet_lite0", 176) == 39
+    with pytest.raises(ParamError, match="`channels` must be at most the embedding's 7 channels"):
+        PaDiM(("l1", "l2"), channels=9).channel_subset(7)
+    with pytest.raises(ParamError, match="`eps`"):
+        PaDiM(("l1",), channels=2, eps=0)
+    assert PaDiM(("a", "b"), channels=3).options == {"layers_": ["a", "b"], "channels": 3, "seed": 0,
+                                                      "eps": 0.01, "sigma": 4.0}
