@@ -26,6 +26,8 @@ import numpy as np
 if TYPE_CHECKING:
     from .results import LayerModel, Model
 
+COMPONENT_BLOCK = 16  # components upsampled at once per batch (memory: batch x 16 x S x S floats)
+
 
 def agreement(model: "Model", layer: "LayerModel", components, *, batch_size: int = 16) -> dict:
     """Agreement of ``components`` on the test split, streamed from the cache.
@@ -56,8 +58,10 @@ def agreement(model: "Model", layer: "LayerModel", components, *, batch_size: in
     def maps():
         for i in range(0, len(y), batch_size):
             y2 = torch.from_numpy(np.square(y.rows(i, i + batch_size)[:, comps].astype(np.float32)))  # (n, k, h, w)
-            up = layer.method.to_pixels(y2, size)                                                    # (n, k, S, S)
-            count = (up > p99[None, :, None, None]).sum(1).to(torch.float32)                         # (n, S, S)
+            count = torch.zeros((y2.shape[0], *size), dtype=torch.float32)                          # (n, S, S)
+            for a in range(0, len(comps), COMPONENT_BLOCK):  # bounded memory whatever k is
+                up = layer.method.to_pixels(y2[:, a:a + COMPONENT_BLOCK], size)                     # (n, b, S, S)
+                count += (up > p99[None, a:a + COMPONENT_BLOCK, None, None]).sum(1)
             yield count, torch.from_numpy(masks.rows(i, i + batch_size))
 
     scores = []

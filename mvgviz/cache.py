@@ -297,8 +297,10 @@ class Store:
         try:
             with self.lock(key, timeout=0):
                 _remove_tree(path, self.dir / "tmp")
-        except Timeout:  # the lock holder is rewriting it
-            pass
+        except Timeout:  # the lock holder (maybe this process) is rewriting it: nothing removed here
+            self.note(f"cache entry {key[:12]} ({what}) is damaged ({problem}); not used, and left to the "
+                      "process that holds its lock")
+            return
         except OSError as e:
             self.note(f"cache entry {key[:12]} ({what}) is damaged ({problem}); could not remove "
                       f"{str(path)!r}: {_reason(e)}")
@@ -700,9 +702,9 @@ class EntryWriter:
     def put(self, name: str, arr) -> None:
         """Write a whole (small) array."""
         arr = np.asarray(arr)
-        a = self.appender(name, arr.shape if arr.ndim else (1,), arr.dtype)
         if arr.ndim == 0:
             raise ValueError(f"array {name!r} must have at least one dimension")
+        a = self.appender(name, arr.shape, arr.dtype)
         a.write(arr)
         a.close()
 

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also evaluate component-subset models per layer (train-only rules drop_border:N, "
                         "drop_position:N, npca:P, and the oracle_best:K upper bound)")
     p.add_argument("--curves", action="store_true",
-                   help="add each layer's image ROC and pixel ROC, PR and PRO curves (256 points each) to --json")
+                   help="with --json: add each layer's image ROC and pixel ROC, PR and PRO curves (256 points each)")
     p.add_argument("--agreement", action="store_true",
                    help="also measure per layer how many components exceed their train p99 at each pixel "
                         "(train-only set npca:5, and the oracle), and whether they agree on true anomalies")

@@ -302,9 +302,9 @@ def check_entry(entry: Entry) -> str | None:
                 return f"metric {k} is {v!r}, not in [0, 1]"
         if Names.state("eigvals") in info:
             ev = small(Names.state("eigvals"))
-            if ev.ndim != 1 or not np.all(np.isfinite(ev)) or np.any(ev < 0):
+            if ev.ndim < 1 or not np.all(np.isfinite(ev)) or np.any(ev < 0):
                 return "state_eigvals has a negative or non-finite eigenvalue"
-            if "channels" in meta and len(ev) != meta["channels"]:
+            if ev.ndim == 1 and "channels" in meta and len(ev) != meta["channels"]:  # one Gaussian per layer
                 return f"state_eigvals has {len(ev)} values for {meta['channels']} channels"
         if Names.COMPONENT_AUROC in info:
             a = small(Names.COMPONENT_AUROC)
@@ -320,6 +320,7 @@ def check_entry(entry: Entry) -> str | None:
             y, m, s = (shape(Names.components(split)), shape(Names.maps(split)),
                        shape(Names.image_scores(split)))
             if y is not None and "channels" in meta and "feature_size" in meta and \
+                    (meta.get("method") or {}).get("name", "mvg") == "mvg" and \
                     y[1:] != (meta["channels"], *meta["feature_size"]):
                 return f"{Names.components(split)} has shape {y}, expected (N, {meta['channels']}, " \
                        f"{', '.join(map(str, meta['feature_size']))})"
@@ -333,6 +334,11 @@ def check_entry(entry: Entry) -> str | None:
         return None
     except (KeyError, TypeError, ValueError, OSError) as e:
         return f"unreadable values ({e})"
+
+
+def _finite(v: float) -> float | None:
+    """A float for strict JSON: NaN and infinities become None."""
+    return float(v) if np.isfinite(v) else None
 
 
 def _index(sel):
@@ -395,7 +401,7 @@ class Model:
                        "note": self.data.label_note},
             "layers": [{
                 "name": lm.name, "channels": lm.channels, "feature_size": list(lm.feature_size),
-                "cell_pixels": lm.cell_pixels, "non_gaussianity": lm.diagnostics.non_gaussianity,
+                "cell_pixels": lm.cell_pixels, "non_gaussianity": _finite(lm.diagnostics.non_gaussianity),
                 **lm.metrics, "metrics_note": lm.metrics_note,
                 "components": [component(lm, c) for c in range(lm.channels)],
             } for lm in self.layers.values()],

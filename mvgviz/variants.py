@@ -109,10 +109,10 @@ def variants(model: "Model", layer: "LayerModel", rules=None, *, batch_size: int
     rules = default_rules(layer.channels) if rules is None else rules
     rows = [{"rule": "full", "n_components": int(layer.channels), "oracle": False, **layer.metrics}]
     for rule in rules:
-        if rule.startswith("oracle") and not layer.has_ranking:
+        if rule.strip().lower().startswith("oracle") and not layer.has_ranking:
             continue
         comps = select(layer, rule)
         m = evaluate_subset(model, layer, comps, batch_size=batch_size)
-        rows.append({"rule": rule, "n_components": int(comps.size), "oracle": rule.startswith(ORACLE),
+        rows.append({"rule": rule, "n_components": int(comps.size), "oracle": rule.strip().lower().startswith(ORACLE),
                      **{k: m[k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")}})
     return rows

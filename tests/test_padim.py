@@ -72,11 +72,14 @@ def test_distance_and_components_against_scipy(fitted):
         x = train[:, :, i, j]
         inv = np.linalg.inv(np.cov(x, rowvar=False) + 0.01 * np.eye(5))
         ref = mahalanobis(emb[k, :, i, j], x.mean(0), inv)
-        assert float(out.maps[k, i, j]) == pytest.approx(ref, rel=1e-5)
+        assert float(out.maps[k, i, j]) == pytest.approx(ref ** 2, rel=1e-5)  # maps hold M2 = distance**2
         # the explanation: the components' squares add up to the squared distance
         assert float((out.components[k, :, i, j].double() ** 2).sum()) == pytest.approx(ref ** 2, rel=1e-5)
-    pix = model.to_pixels(out.maps[:, None], (16, 16))[:, 0]
+    pix = model.to_pixels(out.maps[:, None], (16, 16))[:, 0]  # PaDiM's score: blurred upsampled distance
     np.testing.assert_allclose(out.image_scores.numpy(), pix.flatten(1).amax(1).numpy())
+    from mvgviz.metrics import upsample
+    ref_pix = blur(upsample(out.maps[:, None].sqrt(), (16, 16)), 4.0)[:, 0]
+    np.testing.assert_allclose(pix.numpy(), ref_pix.numpy())
 
 
 def test_blur_is_scipys_gaussian_filter():

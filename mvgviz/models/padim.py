@@ -7,11 +7,17 @@ WideResNet-50-2, and 100/448 of the total for other backbones). At each of the P
 Gaussian over the N train images' embeddings at that position, ``Sigma_ij + eps I`` (``eps`` = 0.01),
 fitted with the batched streaming fit (:func:`mvgviz.gaussian.fit_gaussian`, leading dimension P).
 
-Scores: the Mahalanobis distance ``sqrt(M2)`` at each position, with ``M2 = ||y||^2`` and ``y`` the
-position's whitened embedding (PCA whitening, as the paper's model: the explanation is exact, the
-components' squares add up to M2); brought to the pixels by bilinear upsampling and a Gaussian blur
-with ``sigma`` = 4 (SciPy's ``gaussian_filter``: truncate 4, mirror-symmetric borders); image score
-= the maximum of that map.
+Scores: the maps are ``M2 = ||y||^2`` at each position, with ``y`` the position's whitened embedding
+(PCA whitening, as the paper's model: the explanation is exact, the components' squares add up to
+M2). They reach the pixels as PaDiM's score: the Mahalanobis distance ``sqrt(M2)``, upsampled
+bilinear and blurred with ``sigma`` = 4 (SciPy's ``gaussian_filter``: truncate 4, mirror-symmetric
+borders); image score = the maximum of that map.
+
+Memory: the state holds P Gaussians of d channels: ``eigvecs`` P*d*d float64 (for WideResNet-50-2
+at 224: 3136 x 550 x 550 x 8 B = 7.6 GB, plus the fit's covariance of the same size while fitting);
+the scorer holds one more array of that size, the whitening matrices). ResNet-18 (d = 100): 0.25 GB;
+EfficientNet-Lite0 (d = 39): 38 MB. Fitting WideResNet-50-2 on a 24 GiB machine needs float32
+whitening matrices and no kept covariance: not done yet.
 
 State arrays: ``mean`` (P, d), ``eigvals`` (P, d), ``eigvecs`` (P, d, d), ``channels`` (d,) the
 chosen embedding channels; meta: layers, grid (h, w), eps, sigma, seed.
@@ -79,7 +85,8 @@ class PaDiM:
     Parameters
     ----------
     layers
-        Three (or more) layer names of the backbone, finest first: the first sets the grid.
+        One or more layer names of the backbone, finest first: the first sets the grid (the seeds
+        use the first three, see :func:`padim_for`).
     channels
         The number of embedding channels kept (random, seeded), e.g. :func:`default_channels`.
     seed, eps, sigma
@@ -162,6 +169,7 @@ class PaDiM:
         mean = torch.as_tensor(np.asarray(state.arrays["mean"]), dtype=torch.float64, device=device)  # (P, d)
         inv_sqrt = torch.where(eigvals > 0, eigvals.clamp_min(1e-300).rsqrt(), torch.zeros_like(eigvals))
         white = eigvecs * inv_sqrt[:, None, :]  # (P, d, d): V diag(w^-1/2), column c = component c
+        del eigvecs
         idx = torch.as_tensor(np.asarray(state.arrays["channels"]), device=device)
         h, w = state.meta["grid"]
 
@@ -170,18 +178,18 @@ class PaDiM:
             n, d = e.shape[:2]
             x = e.permute(2, 3, 0, 1).reshape(h * w, n, d) - mean[:, None, :]  # (P, n, d)
             y = torch.bmm(x, white)                                      # (P, n, d)
-            m2 = y.square().sum(-1)                                      # (P, n)
-            dist = m2.sqrt().T.reshape(n, h, w).float()                  # (n, h, w) Mahalanobis distance
+            m2 = y.square().sum(-1).T.reshape(n, h, w).float()           # (n, h, w) squared distance
             comps = y.permute(1, 2, 0).reshape(n, d, h, w).float()       # (n, d, h, w)
-            image_scores = self.to_pixels(dist[:, None], size).flatten(1).amax(1)
-            return BatchScores(image_scores=image_scores, maps=dist, components=comps)
+            image_scores = self.to_pixels(m2[:, None], size).flatten(1).amax(1)
+            return BatchScores(image_scores=image_scores, maps=m2, components=comps)
 
         return score
 
     def to_pixels(self, maps, size):
-        """(n, k, h, w) -> (n, k, H, W): bilinear upsampling, then the Gaussian blur (``sigma``)."""
+        """(n, k, h, w) squared distances -> (n, k, H, W) PaDiM scores: the distance (square root),
+        upsampled bilinear, then the Gaussian blur (``sigma``)."""
         from ..metrics import upsample
-        return blur(upsample(maps, size), self.sigma)
+        return blur(upsample(maps.clamp_min(0).sqrt(), size), self.sigma)
 
 
 def padim_for(backbone: str, layer_names: tuple[str, ...], channels_per_layer: tuple[int, ...], **kw) -> PaDiM:
