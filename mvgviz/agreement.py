@@ -91,3 +91,41 @@ def layer_agreement(model: "Model", layer: "LayerModel", *, rule: str = "npca:5"
         out["oracle"] = {"rule": f"oracle_best:{k}", "oracle": True,
                          **agreement(model, layer, select(layer, f"oracle_best:{k}"), batch_size=batch_size)}
     return out
+
+
+def agreement_map(layer: "LayerModel", split: str, image: int, components) -> np.ndarray:
+    """The agreement map of one image: at each input pixel, how many of ``components`` have an
+    upsampled ``y2_c`` (as displayed and scored, :meth:`LayerModel.y2`) above ``p99_c``, their
+    train 99th percentile; the per-image map that :func:`agreement` evaluates.
+
+    Parameters
+    ----------
+    layer : LayerModel
+    split : str
+        ``"test"`` or ``"train"``.
+    image : int
+        Index in the split.
+    components : sequence of int
+        The component set S (e.g. :func:`mvgviz.variants.select` ``(layer, "npca:5")``).
+
+    Returns
+    -------
+    (S, S) int64 in 0..len(components)
+
+    Raises
+    ------
+    ParamError
+        Naming ``components`` (empty, or an index outside 0..C-1), ``image`` or ``split``.
+    """
+    from .conventions import ParamError, check_split
+    check_split(split)
+    comps = np.asarray(list(components), dtype=np.int64)
+    c = int(layer.channels)
+    if comps.size == 0 or comps.ndim != 1 or comps.min() < 0 or comps.max() >= c:
+        raise ParamError("components", f"must be a non-empty set of indices in 0..{c - 1}, got {comps.tolist()}")
+    n = layer.n_images(split)
+    if isinstance(image, (bool, np.bool_)) or not isinstance(image, (int, np.integer)) or not 0 <= image < n:
+        raise ParamError("image", f"must be an index in 0..{n - 1} of the {split} split, got {image!r}")
+    p99 = np.asarray(layer.stats("train").per_component_p99, dtype=np.float32)[comps]    # (k,)
+    y2 = layer.y2(split, [int(image)], comps)[0]                                          # (k, S, S)
+    return (y2 > p99[:, None, None]).sum(0, dtype=np.int64)
