@@ -565,9 +565,9 @@ def page_diagnostics(model, layer, job_key: tuple) -> None:
         left.plotly_chart(m2_figure(layer, "test", int(image), clickable=False, height=420,
                                     mask=mask if mask.any() else None), key="diag_m2")
         right.plotly_chart(agreement_figure(count, len(comps), title=(
-            f"Agreement of test image {int(image)}: components of {AGREEMENT_RULE} ({len(comps)}) above their "
-            f"train p99<br><span style='font-size:12px'>0 .. {len(comps)} on inferno; max here {int(count.max())}"
-            "</span>")), key="diag_agreement")
+            f"Agreement of test image {int(image)}, {AGREEMENT_RULE} ({len(comps)} components)<br>"
+            f"<span style='font-size:12px'>components above their train p99: 0 .. {len(comps)} on inferno; "
+            f"max here {int(count.max())}</span>")), key="diag_agreement")
         st.caption(f"Component set {AGREEMENT_RULE} (train-only: the smallest-variance components holding 5 % of "
                    "the variance): " + ", ".join(f"c {c}" for c in comps[:40]) + (" ..." if len(comps) > 40 else ""))
 
