@@ -13,7 +13,8 @@ that work when the first browser connects.
 
 Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
 AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
-(one pixel's M2 split into components). The script only wires widgets to library calls:
+(one pixel's M2 split into components), Diagnostics (train-only artifact scores per component,
+input-independent patterns, spectrum, agreement map, component-subset variants). The script only wires widgets to library calls:
 fitting runs in background jobs, tables and messages come from :mod:`mvgviz.viewer`,
 figures from :mod:`mvgviz.render` and :mod:`mvgviz.inspect`.
 """
@@ -31,13 +32,14 @@ from mvgviz import __version__
 from mvgviz import viewer as V
 from mvgviz.backbones import BACKBONES
 from mvgviz.conventions import DEFAULT_BACKBONE, SCALES, SPLITS
-from mvgviz.inspect import (argmax_pixel, component_chart, decompose_pixel, decomposition_figure, m2_figure,
-                            pixel_from_selection)
-from mvgviz.render import GridSpec, encode_raster, grid_data, raster_layout, render_raster
+from mvgviz.inspect import (agreement_figure, argmax_pixel, component_chart, decompose_pixel, decomposition_figure,
+                            m2_figure, pixel_from_selection, spectrum_chart)
+from mvgviz.render import (GridSpec, encode_raster, grid_data, pattern_data, raster_layout, render_pattern_raster,
+                           render_raster)
 from mvgviz.selection import parse_components
 
 APP_DIR = Path(__file__).resolve().parent
-PAGES = ("Overview", "Components", "Grid", "Inspect")
+PAGES = ("Overview", "Components", "Grid", "Inspect", "Diagnostics")
 OTHER = "other folder ..."
 POLL_S = 1.0
 ICON = APP_DIR / "assets" / "icon.png"   # local: the page asks no other server for an icon or a font
@@ -480,6 +482,121 @@ def add_to_grid(text: str, split: str, image: int, types: list) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Diagnostics (issue 11)
+# ---------------------------------------------------------------------------------------
+
+AGREEMENT_RULE = "npca:5"
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def pattern_view(job_key: tuple, layer_name: str, n: int) -> dict:
+    """The pattern grid of a layer as JPEG bytes (cached per model, layer and N)."""
+    layer = registry().get(job_key).result.layer(layer_name)
+    data = pattern_data(layer, int(n))
+    return {"jpeg": encode_raster(render_pattern_raster(data)), "note": data.scale_note,
+            "components": data.components.tolist()}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def variant_rows(job_key: tuple, layer_name: str) -> list[dict]:
+    """:func:`mvgviz.variants.variants` of a layer (seconds: one pass over the test split per
+    rule), cached per model (its job key) and layer."""
+    from mvgviz.variants import variants
+    model = registry().get(job_key).result
+    return variants(model, model.layer(layer_name))
+
+
+def page_diagnostics(model, layer, job_key: tuple) -> None:
+    st.header(f"Diagnostics of {layer.name}")
+    h, w = layer.feature_size
+    st.caption(f"{layer.channels} components, {h}x{w} cells (one cell = {layer.cell_pixels} input pixels). "
+               "Scores from the train split only (mvgviz.diagnostics): border score = mean pattern on the outer "
+               "ring of cells / interior; corner score = 4 corner cells / interior; position score = share of "
+               "the variance of y2_c explained by position; a Gaussian component has p99 of y2 = 6.63, 1 % of "
+               f"values above it and excess kurtosis 0. Non-Gaussianity of the layer (mean |excess kurtosis|): "
+               f"{layer.diagnostics.non_gaussianity:.3g}.")
+    num = st.column_config.NumberColumn
+    st.dataframe(V.diagnostics_table(layer), hide_index=True, width="stretch", height=380, key="diag_table",
+                 column_config={"eigenvalue": num(format="%.4g"), "AUROC": num(format="%.4f"),
+                                **{k: num(format="%.3f") for k in ("border score", "corner score", "position score",
+                                                                    V.CHI2_LABEL, "excess kurtosis")},
+                                "share y2 > 6.63 (train)": num(format="%.4f")})
+    if not layer.has_ranking:
+        st.caption("AUROC: n/a (no ground-truth masks).")
+
+    st.subheader("Input-independent patterns")
+    n = st.slider("Components per row", 1, min(16, layer.channels), min(8, layer.channels), key="diag_n")
+    try:
+        view = pattern_view(job_key, layer.name, int(n))
+    except (ValueError, KeyError, OSError) as e:
+        st.error(f"Cannot draw the patterns: {md_error(e)}")
+        view = None
+    if view is not None:
+        st.image(view["jpeg"], output_format="JPEG")
+        st.caption("Mean of y2_c at each position over the train images (the paper's Fig. 1 without the "
+                   "input), upsampled as scored. " + view["note"])
+        stem = V.pattern_name(model, layer)
+        cols = st.columns(4)
+        for col, fmt in zip(cols, V.EXPORT_FORMATS):
+            col.download_button(f"Download {fmt.upper()}", data=_pattern_callable(layer, fmt, int(n)),
+                                file_name=f"{stem}.{fmt}", mime=V.MIME[fmt], on_click="ignore",
+                                key=f"diag_export_{fmt}", icon=":material/download:")
+        cols[3].download_button("Download manifest (JSON)", data=lambda: V.pattern_manifest_bytes(model, layer, int(n)),
+                                file_name=V.manifest_name(stem), mime=V.MIME["json"], on_click="ignore",
+                                key="diag_export_json", icon=":material/data_object:")
+
+    st.subheader("Spectrum")
+    st.plotly_chart(spectrum_chart(layer), key="diag_spectrum")
+
+    st.subheader("Agreement map beside M2")
+    types = model.data.defect_types("test")
+    image = st.selectbox("Test image", list(range(len(types))), format_func=lambda i: f"{i} | {types[i]}",
+                         key="diag_image", index=V.first_defect_image(types))
+    try:
+        from mvgviz.agreement import agreement_map
+        from mvgviz.variants import select
+        comps = select(layer, AGREEMENT_RULE)
+        count = agreement_map(layer, "test", int(image), comps)
+    except (ValueError, KeyError, OSError) as e:
+        st.error(f"Cannot draw the agreement map: {md_error(e)}")
+    else:
+        left, right = st.columns(2, gap="medium")
+        mask = model.data.masks("test")[int(image)]
+        left.plotly_chart(m2_figure(layer, "test", int(image), clickable=False, height=420,
+                                    mask=mask if mask.any() else None), key="diag_m2")
+        right.plotly_chart(agreement_figure(count, len(comps), title=(
+            f"Agreement of test image {int(image)}, {AGREEMENT_RULE} ({len(comps)} components)<br>"
+            f"<span style='font-size:12px'>components above their train p99: 0 .. {len(comps)} on inferno; "
+            f"max here {int(count.max())}</span>")), key="diag_agreement")
+        st.caption(f"Component set {AGREEMENT_RULE} (train-only: the smallest-variance components holding 5 % of "
+                   "the variance): " + ", ".join(f"c {c}" for c in comps[:40]) + (" ..." if len(comps) > 40 else ""))
+
+    st.subheader("Variants: M2 on a subset of the components")
+    st.caption("Train-only rules (drop the components with the highest border / position score, NPCA/OPCA's "
+               "smallest-variance 5 %) beside the full model. The oracle keeps the components with the best "
+               "test AUROC: it reads test labels, an upper bound only (absent without masks).")
+    want = (tuple(job_key), layer.name)
+    if st.button("Compute the variants (one pass over the test split per rule)", key="diag_variants_button"):
+        st.session_state["diag_variants_for"] = want
+    if st.session_state.get("diag_variants_for") == want:
+        try:
+            with st.spinner("Evaluating the variants ..."):
+                rows = variant_rows(job_key, layer.name)
+        except (ValueError, KeyError, OSError) as e:
+            st.error(f"Cannot compute the variants: {md_error(e)}")
+        else:
+            st.dataframe(V.variants_table(rows), hide_index=True, width="stretch", key="diag_variants",
+                         column_config={k: num(format="%.4f") for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")})
+            if model.data.label_note:
+                st.caption(f"Metrics n/a: {md(model.data.label_note)}.")
+
+
+def _pattern_callable(layer, fmt: str, n: int):
+    return lambda: V.pattern_file_bytes(layer, fmt, n)
+
+
+
+# ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
 
@@ -541,6 +658,8 @@ def main() -> None:
             page_components(model, layer)
         elif page == "Grid":
             page_grid(model, layer, split, key.job_key())
+        elif page == "Diagnostics":
+            page_diagnostics(model, layer, key.job_key())
         else:
             page_inspect(model, layer, split)
     except (ValueError, KeyError, OSError) as e:  # e.g. a cache entry removed under the viewer

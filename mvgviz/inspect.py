@@ -364,3 +364,63 @@ def component_chart(layer: "LayerModel", *, height: int = 300) -> "go.Figure":
                       height=height, margin=dict(l=10, r=10, t=40, b=10),
                       xaxis_title="component (ascending eigenvalue)", yaxis_title="AUROC")
     return fig
+
+
+def spectrum_chart(layer: "LayerModel", *, height: int = 340) -> "go.Figure":
+    """Single-component pixel AUROC against eigenvalue, log x-axis (the spectrum: where the
+    useful components sit, next to the low-variance ones NPCA/OPCA keep).
+
+    Hover: component, eigenvalue, AUROC, border score. Without ground-truth masks the AUROC is
+    n/a: the points sit on an empty axis and the title says so. Eigenvalues of 0 (below the
+    floor: the component is identically 0) cannot sit on a log axis; they are left out and
+    counted in the title.
+    """
+    import plotly.graph_objects as go
+    c = int(layer.channels)
+    eig = np.asarray(layer.eigvals, dtype=np.float64)
+    auc = np.asarray(layer.component_auroc, dtype=np.float64) if layer.has_ranking else np.full(c, np.nan)
+    border = np.asarray(layer.diagnostics.border_score, dtype=np.float64)
+    keep = eig > 0
+    idx = np.flatnonzero(keep)
+    text = [f"c {i}<br>eigenvalue {eig[i]:.4g}<br>AUROC " + (f"{auc[i]:.4f}" if np.isfinite(auc[i]) else "n/a")
+            + "<br>border score " + (f"{border[i]:.3g}" if np.isfinite(border[i]) else "n/a") for i in idx]
+    fig = go.Figure(go.Scatter(
+        x=eig[idx], y=auc[idx], mode="markers", name="components", text=text, customdata=idx,
+        marker=dict(size=6, color=np.nan_to_num(border[idx], nan=0.0), colorscale="Viridis", showscale=True,
+                    colorbar=dict(title=dict(text="border<br>score"), thickness=12)),
+        hovertemplate="%{text}<extra></extra>"))
+    full = layer.metrics["pixel_auroc"]
+    if full is not None:
+        fig.add_hline(y=full, line_dash="dot", line_color="#d9480f",
+                      annotation_text=f"all components (M2): {full:.3f}", annotation_position="bottom right")
+    if layer.has_ranking:
+        fig.add_hline(y=0.5, line_color="#adb5bd", line_width=1)
+    title = f"Spectrum of {layer.name}: single-component pixel AUROC against eigenvalue"
+    if not layer.has_ranking:
+        title += " (AUROC n/a: no ground-truth masks)"
+    if (~keep).any():
+        title += f"<br><span style='font-size:12px'>{int((~keep).sum())} components with eigenvalue 0 left out</span>"
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
+                      margin=dict(l=10, r=10, t=60, b=10), showlegend=False,
+                      xaxis=dict(type="log", title="eigenvalue (log)"),
+                      yaxis=dict(title="AUROC" if layer.has_ranking else "AUROC (n/a)",
+                                 range=None if layer.has_ranking else [0, 1]))
+    return fig
+
+
+def agreement_figure(count: np.ndarray, n_components: int, *, title: str = "", height: int = 420) -> "go.Figure":
+    """Plotly heatmap of an agreement map (:func:`mvgviz.agreement.agreement_map`): (S, S) counts
+    0..``n_components`` on inferno; hover shows row, col and the count."""
+    import plotly.graph_objects as go
+    count = np.asarray(count)
+    s = count.shape[0]
+    k = max(int(n_components), 1)
+    fig = go.Figure(go.Heatmap(
+        z=count, zmin=0, zmax=k, colorscale=colorscale(), name="agreement",
+        colorbar=dict(title=dict(text="components<br>above p99"), thickness=14),
+        hovertemplate="row %{y}, col %{x}<br>%{z} of " + str(k) + " components above their train p99<extra></extra>"))
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
+                      margin=dict(l=10, r=10, t=70, b=10), plot_bgcolor="white")
+    fig.update_xaxes(range=[-0.5, s - 0.5], showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(range=[s - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x", constrain="domain")
+    return fig

@@ -42,3 +42,27 @@ def test_cli_report_agreement(demo_root, demo_cache, capsys):
                  "--cache", str(demo_cache), "--device", "cpu", "--quiet", "--json", "--agreement"]) == 0
     a = json.loads(capsys.readouterr().out)["layers"][0]["agreement"]
     assert set(a) == {"full_model", "train_only", "oracle"} and isinstance(a["train_only"]["holds"], bool)
+
+
+def test_agreement_map_is_the_count_of_the_displayed_maps(demo_model):
+    from mvgviz.agreement import agreement_map
+    from mvgviz.conventions import ParamError
+    from mvgviz.variants import select
+    lm = demo_model.layer("_blocks[10]")
+    comps = select(lm, "npca:5")
+    p99 = lm.stats("train").per_component_p99[comps].astype(np.float32)
+    y2 = lm.y2("test", components=comps)                                  # (N, k, S, S) as displayed
+    ref = (y2 > p99[None, :, None, None]).sum(1)                          # (N, S, S)
+    maps = np.stack([agreement_map(lm, "test", i, comps) for i in range(len(ref))])
+    assert maps.dtype == np.int64 and maps.shape == ref.shape
+    np.testing.assert_array_equal(maps, ref)
+    assert 0 < maps.max() <= len(comps)
+    # the maps agreement() evaluates: the same pixel AUROC
+    masks = demo_model.data.masks("test")
+    assert agreement(demo_model, lm, comps)["metrics"]["pixel_auroc"] == pytest.approx(
+        roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    for bad in ([], [lm.channels], [-1]):
+        with pytest.raises(ParamError, match="components"):
+            agreement_map(lm, "test", 0, bad)
+    with pytest.raises(ParamError, match="image"):
+        agreement_map(lm, "test", len(ref), comps)

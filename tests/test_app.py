@@ -1,5 +1,6 @@
 """The Streamlit viewer (app.py) driven by streamlit.testing.v1.AppTest on the demo data."""
 
+import json
 import os
 import re
 import threading
@@ -79,7 +80,7 @@ def _layer(at, model):
 
 def test_overview(app, demo_model, demo_root):
     at = app
-    assert at.sidebar.radio(key="page").options == ["Overview", "Components", "Grid", "Inspect"]
+    assert at.sidebar.radio(key="page").options == ["Overview", "Components", "Grid", "Inspect", "Diagnostics"]
     assert at.sidebar.selectbox(key="root_choice").value == str(demo_root)
     assert at.sidebar.selectbox(key=f"category::{demo_root}").options == ["brick", "coffee"]
     assert at.sidebar.selectbox(key="backbone").value == "efficientnet_lite0"
@@ -344,6 +345,17 @@ def test_category_without_masks_is_fitted_and_browsed(monkeypatch, tmp_path):
     assert at.image  # the grid is drawn
     _goto(at, "Inspect")
     assert not at.error
+    # Diagnostics without masks: AUROC n/a, no oracle, no error
+    _goto(at, "Diagnostics")
+    assert not at.error
+    assert _table(at, "border score")["AUROC"].isna().all()
+    assert "n/a" in json.loads(_chart(at, "diag_spectrum"))["layout"]["title"]["text"]
+    at.button(key="diag_variants_button").click().run()
+    _ok(at)
+    assert not at.error
+    v = _table(at, "kept components")
+    assert "oracle_best" not in " ".join(v["rule"]) and not v["oracle (reads test labels)"].any()
+    assert v["rule"][0] == "full" and v["pixel AUROC"].isna().all()
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,3 +581,97 @@ def test_inspect_adds_its_image_to_the_grid(app, demo_model):
     assert at.text_input(key="grid_images").value == images
     assert not at.error and "left out" not in _plain(at)
     assert any(c.startswith("c ") for c in _table(at, "max (colour scale)")["column"])
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 11: the Diagnostics page
+# ---------------------------------------------------------------------------------------
+
+def _chart(at: AppTest, key: str) -> str:
+    """The plotly figure JSON of the chart with widget key ``key``."""
+    for el in at.get("plotly_chart"):
+        if el.proto.id.endswith(key) or key in el.proto.id:
+            return el.proto.spec
+    raise AssertionError(f"no plotly chart {key!r}: {[el.proto.id for el in at.get('plotly_chart')]}")
+
+
+def _arr(v) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array ``{"dtype", "bdata"[, "shape"]}``."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = v.get("shape")
+        if shape:
+            a = a.reshape([int(x) for x in str(shape).split(",")])
+        return a
+    return np.asarray(v, dtype=float)
+
+
+def test_diagnostics_page(app, demo_model):
+    from mvgviz.agreement import agreement_map
+    from mvgviz.render import pattern_data
+    from mvgviz.variants import select, variants
+    at = _goto(app, "Diagnostics")
+    assert not at.error
+    lm = _layer(at, demo_model)
+    d = lm.diagnostics
+    # 1. the component table: the library's scores, row i = component i
+    df = _table(at, "border score")
+    assert list(df["component"]) == list(range(lm.channels))
+    np.testing.assert_allclose(df["eigenvalue"], lm.eigvals)
+    np.testing.assert_allclose(df["AUROC"], lm.component_auroc)
+    for col, ref in (("border score", d.border_score), ("corner score", d.corner_score),
+                     ("position score", d.position_score), ("share y2 > 6.63 (train)", d.above_chi2_99),
+                     ("excess kurtosis", d.excess_kurtosis),
+                     ("p99 y2 train (chi2(1): 6.63)", lm.stats("train").per_component_p99)):
+        np.testing.assert_allclose(df[col].astype(float), ref, equal_nan=True, err_msg=col)
+    # 2. the pattern grid: one picture, its scale said, exports offered
+    assert len(at.image) == 1
+    assert any("own maximum" in c.value for c in at.caption)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download PNG", "Download PDF", "Download SVG", "Download manifest (JSON)"]
+    jpeg = at.image[0].value
+    at.slider(key="diag_n").set_value(3).run()
+    _ok(at)
+    assert at.image[0].value != jpeg, "fewer components: another picture"
+    assert pattern_data(lm, 3).components.shape == (2, 3)
+    # 3. the spectrum: eigenvalues on a log axis, AUROC on y
+    spec = json.loads(_chart(at, "diag_spectrum"))
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    keep = lm.eigvals > 0
+    np.testing.assert_allclose(_arr(spec["data"][0]["x"]), lm.eigvals[keep])
+    np.testing.assert_allclose(_arr(spec["data"][0]["y"]), lm.component_auroc[keep])
+    # 4. the agreement map of the chosen image, beside its M2
+    image = at.selectbox(key="diag_image").value
+    assert demo_model.data.defect_types("test")[image] != "good"
+    comps = select(lm, "npca:5")
+    z = _arr(json.loads(_chart(at, "diag_agreement"))["data"][0]["z"])
+    np.testing.assert_array_equal(z, agreement_map(lm, "test", image, comps))
+    assert '"M2"' in _chart(at, "diag_m2")
+    other = next(i for i, t in enumerate(demo_model.data.defect_types("test")) if t == "good")
+    at.selectbox(key="diag_image").set_value(other).run()
+    _ok(at)
+    z2 = _arr(json.loads(_chart(at, "diag_agreement"))["data"][0]["z"])
+    np.testing.assert_array_equal(z2, agreement_map(lm, "test", other, comps))
+    # 5. the variants: nothing before the button, then the library's rows, the oracle labelled
+    assert not any("kept components" in t.value.columns for t in at.dataframe)
+    at.button(key="diag_variants_button").click().run()
+    _ok(at)
+    v = _table(at, "kept components")
+    rows = variants(demo_model, lm)
+    assert list(v["rule"]) == [r["rule"] for r in rows]
+    assert list(v["kept components"]) == [r["n_components"] for r in rows]
+    assert list(v["oracle (reads test labels)"]) == [r["rule"].startswith("oracle") for r in rows]
+    assert v["oracle (reads test labels)"].any()
+    for col, k in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPR", "pixel_aupr"),
+                   ("AUPRO", "aupro")):
+        np.testing.assert_allclose(v[col].astype(float), [r[k] for r in rows], rtol=1e-9, err_msg=col)
+    # the table stays on reruns of the same layer, and is gone on another layer until asked for
+    at.slider(key="diag_n").set_value(4).run()
+    assert any("kept components" in t.value.columns for t in _ok(at).dataframe)
+    names = list(demo_model.layers)
+    other_layer = next(n for n in names if n != lm.name)
+    at.sidebar.selectbox(key="layer::efficientnet_lite0").set_value(other_layer).run()
+    _ok(at)
+    assert not at.error
+    assert not any("kept components" in t.value.columns for t in at.dataframe)

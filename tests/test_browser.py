@@ -293,3 +293,30 @@ def test_launcher_prepares_the_first_page_before_a_browser(tmp_path):
             proc.kill()
             proc.wait(5)
         err.close()
+
+
+def test_diagnostics_page_and_pattern_png(server, browser, tmp_path):
+    """Issue 11: the Diagnostics page draws its table, pattern grid and charts; the pattern PNG downloads."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(f"{server}/?page=Diagnostics", timeout=60_000)
+    page.get_by_role("heading", name="Diagnostics of").wait_for(timeout=60_000)
+    img = page.locator("[data-testid=stMain] [data-testid=stImage] img").first
+    img.wait_for(timeout=30_000)
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=30_000)  # spectrum, M2, agreement
+    _wait_idle(page)
+    page.wait_for_timeout(500)
+    img.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    _shot(page, "page_diagnostics")
+    assert img.evaluate("i => i.naturalWidth") > 500
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download PNG").click()
+    path = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(path)
+    assert path.name.endswith("_patterns.png")
+    data = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert data is not None and data.shape[1] > 600 and data.std() > 10
+    page.locator(".js-plotly-plot").nth(2).scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    _shot(page, "page_diagnostics_agreement")
+    assert not page.locator("[data-testid=stException]").count()

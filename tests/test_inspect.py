@@ -158,3 +158,18 @@ def test_m2_figure_draws_the_ground_truth_outline(demo_model):
     rows, cols = np.nonzero(gt)
     assert (x.min(), x.max(), y.min(), y.max()) == (cols.min(), cols.max(), rows.min(), rows.max())
     assert "ground truth" not in [t.name for t in m2_figure(lm, "test", image).data]
+
+
+def test_spectrum_chart(demo_model):
+    from mvgviz.inspect import spectrum_chart
+    lm = demo_model.layer("_blocks[10]")
+    fig = spectrum_chart(lm)
+    tr = fig.data[0]
+    keep = lm.eigvals > 0
+    assert fig.layout.xaxis.type == "log"
+    np.testing.assert_allclose(tr.x, lm.eigvals[keep])
+    np.testing.assert_allclose(tr.y, lm.component_auroc[keep])
+    i = int(np.flatnonzero(keep)[3])
+    t = tr.text[3]
+    assert f"c {i}<" in t and f"{lm.component_auroc[i]:.4f}" in t and f"{lm.diagnostics.border_score[i]:.3g}" in t
+    assert "n/a" not in fig.layout.title.text

@@ -108,3 +108,20 @@ def test_grid_spec_from_controls(demo_model):
     with pytest.raises(ParamError, match="^`images` must be indices") as info:
         T.grid_spec_from_controls(demo_model, lm, "test", **{**kw, "images": "abc"})
     assert T.error_message(info.value).startswith("Images must be indices")
+
+
+def test_diagnostics_and_variants_tables(demo_model):
+    lm = demo_model.layer("_blocks[4]")
+    t = T.diagnostics_table(lm)
+    c = lm.channels
+    assert all(len(v) == c for v in t.values())
+    np.testing.assert_allclose(t["AUROC"], lm.component_auroc)
+    np.testing.assert_allclose(np.array(t["border score"], dtype=float), lm.diagnostics.border_score, equal_nan=True)
+    np.testing.assert_allclose(t[T.CHI2_LABEL], lm.stats("train").per_component_p99)
+    rows = [{"rule": "full", "n_components": c, "oracle": False, "image_auroc": 0.9, "pixel_auroc": None,
+             "pixel_aupr": 0.2, "aupro": 0.7},
+            {"rule": "oracle_best:3", "n_components": 3, "oracle": True, "image_auroc": 0.95, "pixel_auroc": 0.9,
+             "pixel_aupr": 0.3, "aupro": 0.8}]
+    v = T.variants_table(rows)
+    assert v["rule"] == ["full", "oracle_best:3"] and v["kept components"] == [c, 3]
+    assert v[T.ORACLE_LABEL] == [False, True] and v["pixel AUROC"] == [None, 0.9] and v["AUPRO"] == [0.7, 0.8]

@@ -7,6 +7,7 @@ module                 owns
 ``render.colours``     the inferno table, its bin rule, the blend, tick labels
 ``render.raster``      :func:`render_raster` (OpenCV) and :func:`encode_raster`
 ``render.figure``      :func:`render_figure` (matplotlib, no pyplot)
+``render.patterns``    the input-independent pattern grid (Diagnostics page, its export)
 =====================  =================================================================
 
 The selection grammar (``best:N``, ``random:N``, ...) lives in :mod:`mvgviz.selection`, the
@@ -54,11 +55,12 @@ from ..selection import parse_components, parse_images              # old import
 from .colours import CMAP, OUTLINE_RGB, blend, colormap_lut, colour_index, format_value, heat_rgb
 from .figure import render_figure
 from .grid import GridData, GridSpec, grid_data, outline_visible, weights_label
+from .patterns import PatternData, pattern_data, pattern_manifest, render_pattern_figure, render_pattern_raster, top_components
 from .raster import RasterLayout, encode_raster, panel_rgb, raster_layout, render_raster, wrap_text
 
 __all__ = [
-    "ANY_DEFECT", "CMAP", "OUTLINE_RGB", "SCALES", "SPLITS", "GridData", "GridSpec", "RasterLayout", "blend",
+    "ANY_DEFECT", "CMAP", "OUTLINE_RGB", "SCALES", "SPLITS", "GridData", "GridSpec", "PatternData", "RasterLayout", "blend",
     "colormap_lut", "colour_index", "encode_raster", "format_value", "grid_data", "heat_rgb", "outline_visible",
-    "panel_rgb", "parse_components", "parse_images", "raster_layout", "render_figure", "render_raster",
-    "weights_label", "wrap_text",
+    "panel_rgb", "parse_components", "parse_images", "pattern_data", "pattern_manifest", "raster_layout", "render_figure",
+    "render_pattern_figure", "render_pattern_raster", "render_raster", "top_components", "weights_label", "wrap_text",
 ]

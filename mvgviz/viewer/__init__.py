@@ -26,7 +26,9 @@ from mvgviz.viewer.tables import (ALL_DEFECTS, ALL_IMAGES, CONTROLS, EXPORT_FORM
                                   component_box_text, component_table, data_caption, decomposition_table,
                                   error_message, escape_markdown, export_name, first_defect_image, grid_file_bytes,
                                   grid_manifest_bytes, grid_spec_from_controls, image_choices, job_line, layer_label,
-                                  listed_jobs, merge_components, overview_notes, overview_table, progress_text)
+                                  listed_jobs, merge_components, overview_notes, overview_table, progress_text,
+                                  CHI2_LABEL, ORACLE_LABEL, diagnostics_table, pattern_file_bytes,
+                                  pattern_manifest_bytes, pattern_name, variants_table)
 from mvgviz.viewer.weights import IN_ROOT, STANDARD, UPLOAD, UPLOAD_SUFFIXES, save_upload, weights_choices, weights_in_root
 
 __all__ = [
@@ -40,5 +42,6 @@ __all__ = [
     "grid_file_bytes", "grid_manifest_bytes", "grid_spec_from_controls", "image_choices", "job_line",
     "layer_label", "listed_jobs", "merge_components", "model_job", "needs_demo_data", "no_category_message",
     "overview_notes", "overview_table", "parse_app_args", "probe_key", "probe_model", "progress_text",
-    "resolve_inside",
+    "resolve_inside", "CHI2_LABEL", "ORACLE_LABEL", "diagnostics_table", "pattern_file_bytes",
+    "pattern_manifest_bytes", "pattern_name", "variants_table",
 ]

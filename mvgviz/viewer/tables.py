@@ -30,7 +30,7 @@ CONTROLS = {"images": "Images", "n_images": "Images", "defect": "Images of type"
             "layer": "Layer", "alpha": "Heatmap alpha", "show_m2": "M2 column", "show_image": "Show image",
             "outline": "GT outline", "image": "Image", "row": "Row", "col": "Col", "top": "Components listed",
             "root": "Data root", "category": "Category", "backbone": "Backbone", "weights": "Weights",
-            "layers": "Layer"}
+            "layers": "Layer", "n": "Components per row", "subset": "Variant rule"}
 
 
 def error_message(e: BaseException) -> str:
@@ -280,6 +280,73 @@ def component_table(layer) -> dict[str, list]:
             "p99 y2 test": [float(v) for v in te.per_component_p99],
             "p99 y2 train": [float(v) for v in tr.per_component_p99],
             "mean y2 test": [float(v) for v in te.y2_mean]}
+
+
+CHI2_LABEL = "p99 y2 train (chi2(1): 6.63)"
+ORACLE_LABEL = "oracle (reads test labels)"
+
+
+def diagnostics_table(layer) -> dict[str, list]:
+    """The Diagnostics page's component table, one row per component (row i = component i):
+    eigenvalue, single-component AUROC (None without masks), the train-only artifact scores of
+    :mod:`mvgviz.diagnostics` (None where undefined), the train 99th percentile of y2_c (a
+    Gaussian gives 6.63), the share of train values above 6.63 (0.01 for a Gaussian) and the
+    excess kurtosis."""
+    import numpy as np
+    c = int(layer.channels)
+    d = layer.diagnostics
+
+    def col(a):
+        return [float(v) if np.isfinite(v) else None for v in np.asarray(a, dtype=np.float64)]
+    return {"component": list(range(c)), "eigenvalue": col(layer.eigvals),
+            "AUROC": col(layer.component_auroc) if layer.has_ranking else [None] * c,
+            "border score": col(d.border_score), "corner score": col(d.corner_score),
+            "position score": col(d.position_score),
+            CHI2_LABEL: col(layer.stats("train").per_component_p99),
+            "share y2 > 6.63 (train)": col(d.above_chi2_99), "excess kurtosis": col(d.excess_kurtosis)}
+
+
+def variants_table(rows: Sequence[dict]) -> dict[str, list]:
+    """Rows of :func:`mvgviz.variants.variants` as the page's table: rule, kept components, the
+    four metrics (None where the data cannot define them) and the oracle flag."""
+    return {"rule": [r["rule"] for r in rows], "kept components": [int(r["n_components"]) for r in rows],
+            "image AUROC": [r.get("image_auroc") for r in rows], "pixel AUROC": [r.get("pixel_auroc") for r in rows],
+            "AUPR": [r.get("pixel_aupr") for r in rows], "AUPRO": [r.get("aupro") for r in rows],
+            ORACLE_LABEL: [bool(r["oracle"]) for r in rows]}
+
+
+def pattern_name(model, layer) -> str:
+    """A file stem for the pattern grid's downloads: ``brick_efficientnet_lite0_blocks10_patterns``."""
+    name = "".join(ch for ch in layer.name if ch.isalnum())
+    return f"{model.category}_{model.backbone}_{name}_patterns"
+
+
+def pattern_file_bytes(layer, fmt: str, n: int = 8) -> bytes:
+    """The pattern grid (:mod:`mvgviz.render.patterns`) as a matplotlib figure file."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"`fmt` must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    import io
+
+    from ..render.patterns import pattern_data, render_pattern_figure
+    fig = render_pattern_figure(pattern_data(layer, n))
+    try:
+        from ..export import save_figure
+    except ImportError:
+        save_figure = None
+    if save_figure is not None:
+        with tempfile.TemporaryDirectory(prefix="mvgviz-export-") as tmp:
+            out = Path(tmp) / f"patterns.{fmt}"
+            save_figure(fig, out, fmt)
+            return out.read_bytes()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=200)
+    return buf.getvalue()
+
+
+def pattern_manifest_bytes(model, layer, n: int = 8) -> bytes:
+    """The JSON manifest of the pattern grid (:func:`mvgviz.render.patterns.pattern_manifest`)."""
+    from ..render.patterns import pattern_data, pattern_manifest
+    return (json.dumps(pattern_manifest(model, layer, pattern_data(layer, n)), indent=1) + "\n").encode()
 
 
 def decomposition_table(decomp, layer) -> dict[str, list]:
