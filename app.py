@@ -32,10 +32,13 @@ from mvgviz import __version__
 from mvgviz import viewer as V
 from mvgviz.backbones import BACKBONES
 from mvgviz.conventions import DEFAULT_BACKBONE, SCALES, SPLITS
-from mvgviz.inspect import (agreement_figure, argmax_pixel, component_chart, decompose_pixel, decomposition_figure,
-                            m2_figure, pixel_from_selection, spectrum_chart)
+from mvgviz.inspect import (agreement_figure, argmax_pixel, component_chart, curves_figure, decompose_pixel,
+                            decomposition_figure, histogram_figure, m2_figure, pixel_from_selection,
+                            spectrum_chart)
 from mvgviz.render import (GridSpec, encode_raster, grid_data, pattern_data, raster_layout, render_pattern_raster,
                            render_raster)
+from mvgviz.evaluation import ranked_images, score_histograms
+from mvgviz.render.layers import layers_panel
 from mvgviz.selection import parse_components
 
 APP_DIR = Path(__file__).resolve().parent
@@ -570,6 +573,31 @@ def page_diagnostics(model, layer, job_key: tuple) -> None:
             f"max here {int(count.max())}</span>")), key="diag_agreement")
         st.caption(f"Component set {AGREEMENT_RULE} (train-only: the smallest-variance components holding 5 % of "
                    "the variance): " + ", ".join(f"c {c}" for c in comps[:40]) + (" ..." if len(comps) > 40 else ""))
+        st.markdown(f"**Test image {int(image)} in every layer**")
+        st.image(encode_raster(layers_panel(model, "test", int(image))), output_format="JPEG")
+        st.caption("The M2 map of each layer as scored, on that layer's own scale (0 .. p99 of M2 over the test "
+                   "split), with the feature cells drawn where they are at least 8 px: the resolution mismatch "
+                   "of deep layers.")
+
+    st.subheader("Curves and image scores")
+    curves = layer.curves
+    if curves:
+        st.plotly_chart(curves_figure(curves, layer.metrics), key="diag_curves")
+    else:
+        st.caption(f"No curves: {md(layer.metrics_note or 'no labels')}.")
+    scores = layer.image_scores("test")
+    st.plotly_chart(histogram_figure(score_histograms(scores, types)), key="diag_hist")
+    ranked = ranked_images(scores, types)
+    st.caption("Test images by score, highest first: select rows to show them in the Grid.")
+    event = st.dataframe({"rank": [r["rank"] for r in ranked], "image": [r["image"] for r in ranked],
+                          "score": [r["score"] for r in ranked], "type": [r["defect"] for r in ranked]},
+                         hide_index=True, key="diag_ranked", on_select="rerun", selection_mode="multi-row",
+                         height=240)
+    picked = [ranked[i]["image"] for i in event.selection.rows] if event and event.selection else []
+    if picked:
+        st.button(f"Show images {', '.join(map(str, picked))} in the Grid", key="diag_to_grid",
+                  on_click=show_in_grid, args=(picked,))
+
 
     st.subheader("Variants: M2 on a subset of the components")
     st.caption("Train-only rules (drop the components with the highest border / position score, NPCA/OPCA's "
@@ -589,6 +617,14 @@ def page_diagnostics(model, layer, job_key: tuple) -> None:
                          column_config={k: num(format="%.4f") for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")})
             if model.data.label_note:
                 st.caption(f"Metrics n/a: {md(model.data.label_note)}.")
+
+
+def show_in_grid(images) -> None:
+    """Callback: these test images in the Grid (all types shown), and go there."""
+    st.session_state["grid_images"] = ",".join(map(str, images))
+    st.session_state["grid_filter_test"] = V.ALL_IMAGES
+    st.session_state["split"] = "test"
+    st.session_state["page"] = "Grid"
 
 
 def _pattern_callable(layer, fmt: str, n: int):

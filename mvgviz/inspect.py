@@ -424,3 +424,50 @@ def agreement_figure(count: np.ndarray, n_components: int, *, title: str = "", h
     fig.update_xaxes(range=[-0.5, s - 0.5], showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(range=[s - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x", constrain="domain")
     return fig
+
+
+def curves_figure(curves: Mapping[str, Mapping[str, list]], metrics: Mapping[str, Any], *,
+                  height: int = 320) -> "go.Figure":
+    """The layer's curves side by side: pixel ROC (with the image ROC), PR and PRO (FPR up to 0.3
+    marked), from :attr:`mvgviz.results.LayerModel.curves`; the exact metrics in the titles."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    def num(k):
+        v = metrics.get(k)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=(
+        f"ROC: pixel {num('pixel_auroc')}, image {num('image_auroc')}", f"PR: AUPR {num('pixel_aupr')}",
+        f"PRO: AUPRO {num('aupro')} (to FPR 0.3)"))
+    specs = (("roc", 1, "pixel", "FPR", "TPR"), ("image_roc", 1, "image", "FPR", "TPR"),
+             ("pr", 2, "pixel", "recall", "precision"), ("pro", 3, "pixel", "FPR", "PRO"))
+    for key, col, label, xt, yt in specs:
+        c = curves.get(key)
+        if not c:
+            continue
+        fig.add_trace(go.Scatter(x=c["x"], y=c["y"], mode="lines", name=f"{key} ({label})",
+                                 line=dict(dash="dot" if key == "image_roc" else "solid")), row=1, col=col)
+        fig.update_xaxes(title_text=xt, range=[0, 1], row=1, col=col)
+        fig.update_yaxes(title_text=yt, range=[0, 1.02], row=1, col=col)
+    fig.add_vline(x=0.3, line_dash="dash", line_color="#adb5bd", row=1, col=3)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=False)
+    return fig
+
+
+def histogram_figure(hist: Mapping[str, Any], *, height: int = 300) -> "go.Figure":
+    """Image-score histograms per defect type (:func:`mvgviz.evaluation.score_histograms`), overlaid,
+    on a log x-axis when the edges are log-spaced."""
+    import plotly.graph_objects as go
+    edges = np.asarray(hist["edges"], dtype=np.float64)
+    log = bool(edges[0] > 0 and np.allclose(np.diff(np.log(edges)), np.log(edges[1] / edges[0])))
+    centres = np.sqrt(edges[:-1] * edges[1:]) if log else (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure()
+    for t, counts in hist["counts"].items():
+        fig.add_trace(go.Bar(x=centres, y=counts, name=t, opacity=0.6))
+    fig.update_layout(barmode="overlay", height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      title=dict(text="Image scores (max of the upsampled M2 map) by type", font=dict(size=14)),
+                      xaxis_title="image score" + (" (log)" if log else ""), yaxis_title="images")
+    if log:
+        fig.update_xaxes(type="log")
+    return fig

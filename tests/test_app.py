@@ -625,8 +625,9 @@ def test_diagnostics_page(app, demo_model):
                      ("excess kurtosis", d.excess_kurtosis),
                      ("p99 y2 train (chi2(1): 6.63)", lm.stats("train").per_component_p99)):
         np.testing.assert_allclose(df[col].astype(float), ref, equal_nan=True, err_msg=col)
-    # 2. the pattern grid: one picture, its scale said, exports offered
-    assert len(at.image) == 1
+    # 2. the pattern grid: the first picture (the second is the chosen image in every layer), its scale
+    # said, exports offered
+    assert len(at.image) == 2
     assert any("own maximum" in c.value for c in at.caption)
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Download PNG", "Download PDF", "Download SVG", "Download manifest (JSON)"]
@@ -635,6 +636,14 @@ def test_diagnostics_page(app, demo_model):
     _ok(at)
     assert at.image[0].value != jpeg, "fewer components: another picture"
     assert pattern_data(lm, 3).components.shape == (2, 3)
+    # the chosen test image in every layer (render.layers draws it; tested there)
+    chosen = int(at.selectbox(key="diag_image").value)
+    assert any(m.value == f"**Test image {chosen} in every layer**" for m in at.markdown)
+    # curves, score histograms and the ranked images
+    assert _chart(at, "diag_curves") and _chart(at, "diag_hist")
+    ranked = _table(at, "rank")
+    scores = lm.image_scores("test")
+    assert list(ranked["image"]) == list(np.lexsort((np.arange(scores.size), -scores)))
     # 3. the spectrum: eigenvalues on a log axis, AUROC on y
     spec = json.loads(_chart(at, "diag_spectrum"))
     assert spec["layout"]["xaxis"]["type"] == "log"
@@ -675,3 +684,4 @@ def test_diagnostics_page(app, demo_model):
     _ok(at)
     assert not at.error
     assert not any("kept components" in t.value.columns for t in at.dataframe)
+
