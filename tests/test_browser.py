@@ -56,13 +56,18 @@ def server(demo_model, demo_root, demo_cache, tmp_path_factory):
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _stop(proc)
         log.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a server process: terminate, then kill if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _wait_idle(page, timeout_ms: int = 30_000) -> None:
@@ -286,12 +291,7 @@ def test_launcher_prepares_the_first_page_before_a_browser(tmp_path):
                 b.close()
         assert first_page_s < 30, first_page_s   # no fit left to wait for
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _stop(proc)
         err.close()
 
 
