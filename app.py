@@ -550,6 +550,7 @@ def page_diagnostics(model, layer, job_key: tuple) -> None:
 
     st.subheader("Spectrum")
     st.plotly_chart(spectrum_chart(layer), key="diag_spectrum")
+    chart_downloads(model, layer, "spectrum")
 
     st.subheader("Agreement map beside M2")
     types = model.data.defect_types("test")
@@ -573,6 +574,8 @@ def page_diagnostics(model, layer, job_key: tuple) -> None:
             f"max here {int(count.max())}</span>")), key="diag_agreement")
         st.caption(f"Component set {AGREEMENT_RULE} (train-only: the smallest-variance components holding 5 % of "
                    "the variance): " + ", ".join(f"c {c}" for c in comps[:40]) + (" ..." if len(comps) > 40 else ""))
+        chart_downloads(model, layer, "agreement", image=int(image), components=[int(c) for c in comps],
+                        rule=AGREEMENT_RULE)
         st.markdown(f"**Test image {int(image)} in every layer**")
         st.image(encode_raster(layers_panel(model, "test", int(image))), output_format="JPEG")
         st.caption("The M2 map of each layer as scored, on that layer's own scale (0 .. p99 of M2 over the test "
@@ -617,6 +620,19 @@ def page_diagnostics(model, layer, job_key: tuple) -> None:
                          column_config={k: num(format="%.4f") for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")})
             if model.data.label_note:
                 st.caption(f"Metrics n/a: {md(model.data.label_note)}.")
+
+
+def chart_downloads(model, layer, view: str, **params) -> None:
+    """PNG / PDF / SVG (matplotlib) and the JSON manifest of a Diagnostics view, drawn on click."""
+    stem = f"{model.category}_{model.backbone}_{''.join(ch for ch in layer.name if ch.isalnum())}_{view}"
+    cols = st.columns(4)
+    for col, fmt in zip(cols, V.EXPORT_FORMATS):
+        col.download_button(f"{view.capitalize()} {fmt.upper()}", file_name=f"{stem}.{fmt}", mime=V.MIME[fmt],
+                            data=partial(V.chart_file_bytes, model, layer, view, fmt, **params),
+                            on_click="ignore", key=f"diag_{view}_{fmt}")
+    cols[3].download_button(f"{view.capitalize()} manifest (JSON)", file_name=V.manifest_name(stem),
+                            mime=V.MIME["json"], data=partial(V.chart_manifest_bytes, model, layer, view, **params),
+                            on_click="ignore", key=f"diag_{view}_json")
 
 
 def show_in_grid(images) -> None:

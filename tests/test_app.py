@@ -630,7 +630,9 @@ def test_diagnostics_page(app, demo_model):
     assert len(at.image) == 2
     assert any("own maximum" in c.value for c in at.caption)
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["Download PNG", "Download PDF", "Download SVG", "Download manifest (JSON)"]
+    assert labels == ["Download PNG", "Download PDF", "Download SVG", "Download manifest (JSON)",
+                      "Spectrum PNG", "Spectrum PDF", "Spectrum SVG", "Spectrum manifest (JSON)",
+                      "Agreement PNG", "Agreement PDF", "Agreement SVG", "Agreement manifest (JSON)"]
     jpeg = at.image[0].value
     at.slider(key="diag_n").set_value(3).run()
     _ok(at)

@@ -28,11 +28,12 @@ from mvgviz.viewer.tables import (ALL_DEFECTS, ALL_IMAGES, CONTROLS, EXPORT_FORM
                                   grid_manifest_bytes, grid_spec_from_controls, image_choices, job_line, layer_label,
                                   listed_jobs, merge_components, overview_notes, overview_table, progress_text,
                                   CHI2_LABEL, ORACLE_LABEL, diagnostics_table, pattern_file_bytes,
-                                  pattern_manifest_bytes, pattern_name, variants_table)
+                                  pattern_manifest_bytes, pattern_name, variants_table, chart_file_bytes,
+                                  chart_manifest_bytes)
 from mvgviz.viewer.weights import IN_ROOT, STANDARD, UPLOAD, UPLOAD_SUFFIXES, save_upload, weights_choices, weights_in_root
 
 __all__ = [
-    "ALL_DEFECTS", "ALL_IMAGES", "CONTROLS", "GRID_DISPLAY_WIDTH", "default_model_key", "estimate_left",
+    "ALL_DEFECTS", "ALL_IMAGES", "CONTROLS", "chart_file_bytes", "chart_manifest_bytes", "GRID_DISPLAY_WIDTH", "default_model_key", "estimate_left",
     "filter_defect", "filter_label", "filter_pool", "images_with", "manifest_name", "save_upload", "shared_jobs", "warm_up", "weights_choices",
     "weights_in_root", "STANDARD", "IN_ROOT", "UPLOAD", "UPLOAD_SUFFIXES", "DONE", "DataError", "EXPORT_FORMATS", "FAILED", "GRID_LIMIT", "MIME", "QUEUED",
     "RUNNING", "STATES", "AppConfig", "Categories", "FitProgress", "Job", "JobProgress", "JobStatus", "Jobs",

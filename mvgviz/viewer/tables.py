@@ -416,3 +416,25 @@ def job_line(status) -> str:
     if status.error:
         line += f" ({status.error[:80]})"
     return line
+
+
+def chart_file_bytes(model, layer, view: str, fmt: str, **params) -> bytes:
+    """A Diagnostics figure (:mod:`mvgviz.render.charts`: ``spectrum`` or ``agreement``) as a file."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"`fmt` must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    from ..export import save_figure
+    from ..render.charts import agreement_figure_mpl, spectrum_figure
+    if view == "spectrum":
+        fig = spectrum_figure(model, layer)
+    else:
+        fig = agreement_figure_mpl(model, layer, params["image"], params["components"], rule=params.get("rule", ""))
+    with tempfile.TemporaryDirectory(prefix="mvgviz-export-") as tmp:
+        out = Path(tmp) / f"{view}.{fmt}"
+        save_figure(fig, out, fmt)
+        return out.read_bytes()
+
+
+def chart_manifest_bytes(model, layer, view: str, **params) -> bytes:
+    """The JSON manifest of a Diagnostics figure (:func:`mvgviz.render.charts.chart_manifest`)."""
+    from ..render.charts import chart_manifest
+    return (json.dumps(chart_manifest(model, layer, view, **params), indent=1) + "\n").encode()
