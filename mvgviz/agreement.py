@@ -55,26 +55,29 @@ def agreement(model: "Model", layer: "LayerModel", components, *, batch_size: in
     data = model.data
     sums = {"tp": 0.0, "fp": 0.0, "n_tp": 0, "n_fp": 0}
 
+    calls = [0]
+
     def maps():
+        calls[0] += 1
         for i in range(0, len(y), batch_size):
             y2 = torch.from_numpy(np.square(y.rows(i, i + batch_size)[:, comps].astype(np.float32)))  # (n, k, h, w)
             count = torch.zeros((y2.shape[0], *size), dtype=torch.float32)                          # (n, S, S)
             for a in range(0, len(comps), COMPONENT_BLOCK):  # bounded memory whatever k is
                 up = layer.method.to_pixels(y2[:, a:a + COMPONENT_BLOCK], size)                     # (n, b, S, S)
                 count += (up > p99[None, a:a + COMPONENT_BLOCK, None, None]).sum(1)
-            yield count, torch.from_numpy(masks.rows(i, i + batch_size))
+            mask = torch.from_numpy(masks.rows(i, i + batch_size))
+            if calls[0] == 1:  # the first pass also counts the agreement on the flagged pixels
+                flagged = layer.method.to_pixels(torch.from_numpy(m2.rows(i, i + batch_size))[:, None],
+                                                 size)[:, 0] > m2_thr                               # (n, S, S)
+                tp, fp = flagged & mask, flagged & ~mask
+                sums["tp"] += float(count[tp].sum())
+                sums["fp"] += float(count[fp].sum())
+                sums["n_tp"] += int(tp.sum())
+                sums["n_fp"] += int(fp.sum())
+            yield count, mask
 
-    scores = []
-    for i, (count, mask) in enumerate(maps()):
-        scores.append(count.flatten(1).amax(1).double().numpy())
-        flagged = layer.method.to_pixels(torch.from_numpy(m2.rows(i * batch_size, (i + 1) * batch_size))[:, None],
-                                         size)[:, 0] > m2_thr                                          # (n, S, S)
-        tp, fp = flagged & mask, flagged & ~mask
-        sums["tp"] += float(count[tp].sum())
-        sums["fp"] += float(count[fp].sum())
-        sums["n_tp"] += int(tp.sum())
-        sums["n_fp"] += int(fp.sum())
-    metrics = evaluate(np.concatenate(scores), data.labels("test") if data.image_labels else None,
+    # image score = max of the agreement map, taken while the metrics stream the maps
+    metrics = evaluate(None, data.labels("test") if data.image_labels else None,
                        pixel_chunks=maps, pixel_labels=data.pixel_labels, note=data.label_note)
     mean_tp = sums["tp"] / sums["n_tp"] if sums["n_tp"] else None
     mean_fp = sums["fp"] / sums["n_fp"] if sums["n_fp"] else None

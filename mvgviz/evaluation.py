@@ -22,14 +22,15 @@ PIXEL_METRICS = ("pixel_auroc", "pixel_aupr", "aupro")
 Chunks = Callable[[], Iterable[tuple]]
 
 
-def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunks: Chunks | None = None,
+def evaluate(image_scores: np.ndarray | None, labels: np.ndarray | None, *, pixel_chunks: Chunks | None = None,
              pixel_labels: bool = True, note: str = "", fpr_limit: float = 0.3, curves: int = 0) -> dict:
     """Metrics of one method on the test split.
 
     Parameters
     ----------
-    image_scores : (N,) float
-        One score per test image, higher = more anomalous.
+    image_scores : (N,) float or None
+        One score per test image, higher = more anomalous; None: the maximum of each image's pixel
+        map, taken while the maps stream for the pixel metrics (no extra pass over them).
     labels : (N,) int or None
         1 = defective, 0 = good, -1 = unknown; None when no image is labelled.
     pixel_chunks : callable or None, keyword-only
@@ -52,6 +53,26 @@ def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunk
     """
     from .metrics import auroc, pixel_metrics_streamed
     out: dict = dict.fromkeys(METRICS)
+    recorded: list[np.ndarray] = []
+    source = pixel_chunks
+    if image_scores is None:  # the maximum of each map, taken during the pixel metrics' first pass
+        if pixel_chunks is None:
+            raise ValueError("`image_scores` is needed when there are no `pixel_chunks`")
+        pixel_chunks = _recording(source, recorded)
+    pixel_notes = []
+    if pixel_chunks is None:
+        pixel_notes.append("the method has no pixel maps")
+    elif not pixel_labels:
+        pixel_notes.append(note or "the test images have no ground-truth masks")
+    else:
+        pix = pixel_metrics_streamed(pixel_chunks, fpr_limit=fpr_limit, curves=curves)
+        if curves:
+            out.setdefault("curves", {}).update(pix.pop("curves"))
+        out.update(pix)
+    if image_scores is None:
+        if not recorded:  # no pixel pass ran: one pass for the scores alone
+            recorded = [_image_max(maps) for maps, _ in source()]
+        image_scores = np.concatenate(recorded)
     notes = []
     scores = np.asarray(image_scores, dtype=np.float64)
     if labels is None or np.any(np.asarray(labels) < 0):
@@ -65,20 +86,28 @@ def evaluate(image_scores: np.ndarray, labels: np.ndarray | None, *, pixel_chunk
             out["image_auroc"] = auroc(scores, lab)
             if curves:
                 out.setdefault("curves", {})["image_roc"] = image_roc_curve(scores, lab, curves)
-    if pixel_chunks is None:
-        notes.append("the method has no pixel maps")
-    elif not pixel_labels:
-        if note and note not in notes:
-            notes.append(note)
-        elif not notes:
-            notes.append("the test images have no ground-truth masks")
-    else:
-        pix = pixel_metrics_streamed(pixel_chunks, fpr_limit=fpr_limit, curves=curves)
-        if curves:
-            out.setdefault("curves", {}).update(pix.pop("curves"))
-        out.update(pix)
-    out["note"] = "; ".join(dict.fromkeys(n for n in notes if n))
+    out["note"] = "; ".join(dict.fromkeys(n for n in notes + pixel_notes if n))
     return out
+
+
+def _recording(chunks: Chunks, into: list) -> Chunks:
+    """``chunks`` that, on their first call, also append each chunk's per-image map maxima to ``into``."""
+    calls = [0]
+
+    def fresh():
+        calls[0] += 1
+        for maps, masks in chunks():
+            if calls[0] == 1:
+                into.append(_image_max(maps))
+            yield maps, masks
+
+    return fresh
+
+
+def _image_max(maps) -> np.ndarray:
+    """(n, H, W) maps (tensor or array) -> (n,) float64 maxima."""
+    a = maps.detach().cpu().numpy() if hasattr(maps, "detach") else np.asarray(maps)
+    return a.reshape(a.shape[0], -1).max(axis=1).astype(np.float64)
 
 
 def image_roc_curve(scores: np.ndarray, labels: np.ndarray, n_points: int = 200) -> dict:
@@ -117,3 +146,4 @@ def ranked_images(image_scores: np.ndarray, defect_types) -> list[dict]:
     order = np.lexsort((np.arange(s.size), -s))
     return [{"rank": r + 1, "image": int(i), "score": float(s[i]), "defect": str(defect_types[i])}
             for r, i in enumerate(order)]
+

@@ -275,11 +275,6 @@ def _source(cat: Category) -> dict:
     return {"data_root": str(Path(cat.root).absolute())}
 
 
-def _split_labels(split) -> list[int]:
-    """1 = defective, 0 = good, -1 = unknown."""
-    return [int(v) for v in np.asarray(split.labels).tolist()]
-
-
 def _ensure_data(store: Store, cat: Category, pre: Preprocessing, batch_size: int,
                  progress: Progress) -> CategoryArrays:
     """The category's preprocessed images and masks, decoded in batches into a cache entry."""
@@ -306,7 +301,7 @@ def _ensure_data(store: Store, cat: Category, pre: Preprocessing, batch_size: in
                             masks.write(m)
                         w.meta[Names.files(name)] = [p.relative_to(cat.root).as_posix() for p in split.paths]
                         w.meta[Names.defects(name)] = list(split.defect_types)
-                        w.meta[Names.labels(name)] = _split_labels(split)
+                        w.meta[Names.labels(name)] = split.labels.tolist()  # 1 defective, 0 good, -1 unknown
                     test = cat.split("test")
                     w.meta.update(image_labels=test.image_labels, pixel_labels=test.pixel_labels,
                                   label_note=test.label_note)

@@ -99,8 +99,8 @@ def evaluate_subset(model: "Model", layer: "LayerModel", components, *, batch_si
             m2 = torch.from_numpy(y2.sum(1, dtype=np.float64).astype(np.float32))[:, None]  # (n, 1, h, w)
             yield layer.method.to_pixels(m2, size)[:, 0], torch.from_numpy(masks.rows(i, i + batch_size))
 
-    scores = np.concatenate([m.flatten(1).amax(1).double().numpy() for m, _ in maps()])
-    return evaluate(scores, data.labels("test") if data.image_labels else None,
+    # image score = max of the subset's map, taken while the metrics stream the maps
+    return evaluate(None, data.labels("test") if data.image_labels else None,
                     pixel_chunks=maps, pixel_labels=data.pixel_labels, note=data.label_note)
 
 

@@ -350,3 +350,29 @@ def test_score_histograms_and_ranked_images():
     assert [x["image"] for x in r] == [3, 1, 2, 4, 0] and r[0]["defect"] == "hole" and r[0]["rank"] == 1
     with pytest.raises(ValueError, match="one entry per score"):
         score_histograms(s, types[:2])
+
+
+def test_evaluate_takes_image_scores_from_the_maps_without_an_extra_pass():
+    """image_scores=None: the maxima of the maps, recorded during the pixel metrics' first pass."""
+    from mvgviz.evaluation import evaluate
+    rng = np.random.default_rng(7)
+    maps = rng.random((6, 8, 8)).astype(np.float32)
+    masks = np.zeros((6, 8, 8), bool)
+    masks[3:, 2:5, 2:5] = True
+    maps[masks] += 0.3
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    calls = []
+
+    def chunks():
+        calls.append(1)
+        return [(maps[i:i + 2], masks[i:i + 2]) for i in range(0, 6, 2)]
+
+    got = evaluate(None, labels, pixel_chunks=chunks)
+    ref = evaluate(maps.reshape(6, -1).max(1), labels, pixel_chunks=lambda: [(maps, masks)])
+    assert got == ref and len(calls) == 2  # the pixel metrics' two passes, no third
+    calls.clear()
+    no_masks = evaluate(None, labels, pixel_chunks=chunks, pixel_labels=False, note="no masks here")
+    assert no_masks["image_auroc"] == ref["image_auroc"] and no_masks["pixel_auroc"] is None
+    assert no_masks["note"] == "no masks here" and len(calls) == 1
+    with pytest.raises(ValueError, match="`image_scores` is needed"):
+        evaluate(None, labels)
