@@ -75,6 +75,32 @@ def _wait_idle(page, timeout_ms: int = 30_000) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
 
 
+def _wait_settled(page, timeout_ms: int = 30_000) -> None:
+    """Wait until no rerun shows (status widget) and no element is stale (a fragment rerun shows
+    no status widget, only stale elements), then a little longer for the redraw."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
+                           " && !document.querySelector('[data-stale=true]')", timeout=timeout_ms)
+    page.wait_for_timeout(300)
+
+
+def _open_expander_until(page, label: str, text: str, timeout_s: float = 45) -> None:
+    """Open the expander ``label`` until ``text`` is in the page. A click during a rerun can be
+    lost, or land on the old element that the rerun then replaces, so it is retried while the
+    expander reads closed; the text is then waited for in short slices."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    details = page.locator("[data-testid=stExpander] details").filter(has_text=label).first
+    deadline = time.time() + timeout_s
+    while True:
+        if details.get_attribute("open") is None:
+            details.locator("summary").click()
+        try:
+            page.get_by_text(text).first.wait_for(state="attached", timeout=3_000)
+            return
+        except PlaywrightTimeout:
+            if time.time() > deadline:
+                raise
+
+
 def _grid_src(page) -> str:
     img = page.locator("[data-testid=stMain] [data-testid=stImage] img").first
     img.wait_for(timeout=30_000)
@@ -111,11 +137,10 @@ def test_grid_component_change_and_png_download(server, browser, tmp_path):
     after = _grid_src(page)
     assert after != before
     # the scale table lists the new columns (glide cells are drawn on a canvas; their
-    # accessible <td> copies are hidden but present). Click the expander once the rerun is
-    # over: a click during a rerun can be lost when the page is redrawn.
-    _wait_idle(page)
-    page.get_by_text("Colour scale of each column").click()
-    page.get_by_text("c 1 (AUROC").first.wait_for(state="attached", timeout=30_000)
+    # accessible <td> copies are hidden but present). A grid change reruns only the Grid
+    # fragment, which shows no status widget: also wait until no element is stale.
+    _wait_settled(page)
+    _open_expander_until(page, "Colour scale of each column", "c 1 (AUROC")
     # export the PNG
     with page.expect_download(timeout=60_000) as dl:
         page.get_by_role("button", name="Download PNG").click()
@@ -216,9 +241,7 @@ def test_grid_picture_at_display_size_and_manifest_name(server, browser, tmp_pat
     # a grid change reruns only the Grid fragment, which shows no status widget: wait until no
     # element is stale (a click on a button being redrawn is lost)
     page.get_by_role("button", name="Download manifest (JSON)").wait_for(timeout=30_000)
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
-                           " && !document.querySelector('[data-stale=true]')", timeout=30_000)
-    page.wait_for_timeout(300)
+    _wait_settled(page)
     _shot(page, "grid_8_components")
     with page.expect_download(timeout=60_000) as dl:
         page.get_by_role("button", name="Download manifest (JSON)").click()
