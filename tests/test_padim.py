@@ -9,24 +9,7 @@ from scipy.spatial.distance import mahalanobis
 from mvgviz.conventions import ParamError
 from mvgviz.models.padim import PaDiM, blur, default_channels, gaussian_kernel
 
-
-class ArrayFeatures:
-    """A FeatureSource over in-memory arrays: {split: {layer: (N, C, h, w)}}."""
-
-    def __init__(self, feats):
-        self.feats = feats
-        self.layers = tuple(next(iter(feats.values())))
-
-    def n_images(self, split):
-        return next(iter(self.feats[split].values())).shape[0]
-
-    def feature_shape(self, layer):
-        return tuple(self.feats["train"][layer].shape[1:])
-
-    def batches(self, split, layers, *, batch_size, device="cpu"):
-        n = self.n_images(split)
-        for i in range(0, n, batch_size):
-            yield {l: torch.from_numpy(self.feats[split][l][i:i + batch_size]).to(device) for l in layers}
+from model_helpers import ArrayFeatures
 
 
 def _feats(rng, n):
@@ -107,5 +90,29 @@ def test_options_and_errors():
         PaDiM(("l1", "l2"), channels=9).channel_subset(7)
     with pytest.raises(ParamError, match="`eps`"):
         PaDiM(("l1",), channels=2, eps=0)
-    assert PaDiM(("a", "b"), channels=3).options == {"layers_": ["a", "b"], "channels": 3, "seed": 0,
+    assert PaDiM(("a", "b"), channels=3).options == {"layers": ["a", "b"], "channels": 3, "seed": 0,
                                                       "eps": 0.01, "sigma": 4.0}
+
+
+def test_for_backbone_defaults_round_trip_and_check():
+    from mvgviz.backbones import get_spec
+    r18, wr50, lite = get_spec("resnet18"), get_spec("wide_resnet50_2"), get_spec("efficientnet_lite0")
+    assert PaDiM.for_backbone(r18).options["channels"] == 100
+    assert PaDiM.for_backbone(wr50).options["channels"] == 550
+    assert PaDiM.for_backbone(lite).layers == ("_blocks[2]", "_blocks[4]", "_blocks[10]")
+    for spec in (r18, wr50, lite):
+        m = PaDiM.for_backbone(spec)
+        assert PaDiM.for_backbone(spec, **m.options) == m
+    with pytest.raises(ParamError) as e:
+        PaDiM.for_backbone(r18, layers="layer3+layer1")
+    assert e.value.param == "layers"
+    with pytest.raises(ParamError) as e:
+        PaDiM.for_backbone(r18, layers="layer9")
+    assert e.value.param == "layer"
+    rng = np.random.default_rng(0)
+    src = ArrayFeatures({"train": _feats(rng, 4), "test": _feats(rng, 2)})
+    PaDiM(("l1", "l2"), channels=7).check(src)
+    with pytest.raises(ParamError, match="at most the embedding's 7") as e:
+        PaDiM(("l1", "l2"), channels=8).check(src)
+    with pytest.raises(ParamError, match="no layer 'l3'"):
+        PaDiM(("l1", "l3"), channels=2).check(src)

@@ -17,6 +17,18 @@ The verbs (the same for every method):
 - ``to_pixels(maps, size)``: how the method brings feature-resolution maps (or squared
   components) to the input's pixels. This one definition serves the metrics, the component
   ranking and every display, so that what is shown is what was scored.
+- ``check(features)``: raise a :class:`~mvgviz.conventions.ParamError` naming the option when
+  the method cannot run on these features (e.g. SPADE's K larger than the train set), before
+  any work.
+- ``for_backbone(spec, **options)`` (class method): the method with the seeds' defaults for a
+  backbone (:class:`mvgviz.backbones.BackboneSpec`); an unknown option, or a layer the backbone
+  lacks, is a ParamError naming it.
+
+Image-level Gaussians (Gaussian-AD, OPCA's image scores) explain an image's score by
+``BatchScores.image_components``: (n, K) whitened components of the image's pooled features,
+concatenated over groups (levels); ``state.meta["component_groups"]`` = ``[[group name, count], ...]``
+in that order, and the squares of one group's components add up to that group's squared
+Mahalanobis distance.
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ class BatchScores:
     image_scores: "torch.Tensor"
     maps: "torch.Tensor | None" = None
     components: "torch.Tensor | None" = None
+    image_components: "torch.Tensor | None" = None  # (n, K): see the module's docstring
 
 
 class FeatureSource(Protocol):
@@ -81,6 +94,17 @@ class Method(Protocol):
     # whether the single-component ranking engine (bilinear upsampling of y2_c) ranks its
     # components the way ``to_pixels`` shows them
     ranks_components: ClassVar[bool]
+    # whether BatchScores.image_components is given (image-level Gaussians)
+    has_image_components: ClassVar[bool]
+
+    @classmethod
+    def for_backbone(cls, spec, **options) -> "Method":
+        """The method with the seeds' defaults for ``spec`` (a BackboneSpec), ``options`` overriding them."""
+        ...
+
+    def check(self, features: FeatureSource) -> None:
+        """Raise a ParamError naming the option when the method cannot run on ``features``."""
+        ...
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -103,3 +127,20 @@ class Method(Protocol):
     def to_pixels(self, maps: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
         """(n, k, h, w) feature-resolution maps -> (n, k, H, W) pixel maps."""
         ...
+
+
+def check_layers(layers, features: FeatureSource, param: str = "layers") -> None:
+    """A ParamError naming ``param`` when ``features`` lacks one of ``layers``."""
+    from ..conventions import ParamError
+    missing = [l for l in layers if l not in features.layers]
+    if missing:
+        raise ParamError(param, f"the features have no layer {', '.join(map(repr, missing))} "
+                                f"(they have {', '.join(features.layers)})")
+
+
+def check_train_size(n_needed: int, features: FeatureSource, param: str, what: str) -> None:
+    """A ParamError naming ``param`` when the train split has fewer than ``n_needed`` images."""
+    from ..conventions import ParamError
+    n = features.n_images("train")
+    if n < n_needed:
+        raise ParamError(param, f"{what} needs at least {n_needed} train images, the train split has {n}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from .base import BatchScores, FeatureSource, State
+from .base import BatchScores, FeatureSource, State, check_layers
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +45,19 @@ class MVG:
     has_maps: ClassVar[bool] = True
     has_components: ClassVar[bool] = True
     ranks_components: ClassVar[bool] = True  # its maps reach the pixels by plain bilinear upsampling
+    has_image_components: ClassVar[bool] = False
+
+    @classmethod
+    def for_backbone(cls, spec, *, layer: str | None = None, reg: str = "none") -> "MVG":
+        """The paper's Gaussian on ``layer`` (default: the backbone's stride-16 layer, e.g. ``layer3``,
+        ``_blocks[10]``: the level PaDiM's and SPADE's deepest layer sits at)."""
+        from ..gaussian import reg_tag
+        if layer is None:
+            layer = next((l.name for l in spec.layers if l.stride == 16), spec.layers[-1].name)
+        return cls(spec.layer(str(layer)).name, reg_tag(reg))
+
+    def check(self, features: FeatureSource) -> None:
+        check_layers(self.layers, features)
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..conventions import ParamError
-from .base import BatchScores, FeatureSource, State
+from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
 
 if TYPE_CHECKING:
     import torch
@@ -104,6 +104,34 @@ class PaDiM:
     has_components: ClassVar[bool] = True
     # the single-component ranking engine upsamples bilinearly without PaDiM's blur: not used here
     ranks_components: ClassVar[bool] = False
+    has_image_components: ClassVar[bool] = False
+
+    @classmethod
+    def for_backbone(cls, spec, *, layers=None, channels: int | None = None, seed: int = 0, eps: float = 0.01,
+                     sigma: float = 4.0) -> "PaDiM":
+        """The seeds' PaDiM on ``spec``: its first three layers (or ``layers``, finest first) and the
+        seeds' subset size (or ``channels``)."""
+        if layers is None:
+            chosen = spec.layers[:3]
+            if len(chosen) < 3:
+                raise ParamError("layers", f"PaDiM needs three layers; backbone {spec.name!r} has "
+                                           f"{', '.join(l.name for l in spec.layers)}")
+        else:
+            names = layers.split("+") if isinstance(layers, str) else list(layers)
+            chosen = tuple(spec.layer(str(n)) for n in names)
+            if [l.stride for l in chosen] != sorted(l.stride for l in chosen):
+                raise ParamError("layers", f"must be finest first, got {', '.join(l.name for l in chosen)}")
+        total = sum(l.channels for l in chosen)
+        if channels is None:
+            channels = default_channels(spec.name, total)
+        return cls(tuple(l.name for l in chosen), channels, seed=seed, eps=eps, sigma=sigma)
+
+    def check(self, features: FeatureSource) -> None:
+        check_layers(self.layers, features)
+        total = sum(features.feature_shape(l)[0] for l in self.layers_)
+        if self.channels > total:
+            raise ParamError("channels", f"must be at most the embedding's {total} channels, got {self.channels}")
+        check_train_size(2, features, "data", "PaDiM's per-position covariance")
 
     def __post_init__(self) -> None:
         if len(self.layers_) < 1:
@@ -121,7 +149,7 @@ class PaDiM:
 
     @property
     def options(self) -> dict:
-        return {"layers_": list(self.layers_), "channels": int(self.channels), "seed": int(self.seed),
+        return {"layers": list(self.layers_), "channels": int(self.channels), "seed": int(self.seed),
                 "eps": float(self.eps), "sigma": float(self.sigma)}
 
     def channel_subset(self, total: int) -> np.ndarray:
