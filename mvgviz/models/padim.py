@@ -32,6 +32,7 @@ import numpy as np
 
 from ..conventions import ParamError
 from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
+from .embedding import embed
 
 if TYPE_CHECKING:
     import torch
@@ -160,14 +161,9 @@ class PaDiM:
         return np.sort(rng.choice(total, size=self.channels, replace=False))
 
     def embed(self, feats: dict, idx: "torch.Tensor | None" = None) -> "torch.Tensor":
-        """{layer: (n, C_l, h_l, w_l)} -> (n, C, h, w) on the first layer's grid (``idx``: channels kept)."""
-        import torch
-        import torch.nn.functional as F
-        first = feats[self.layers_[0]]
-        h, w = first.shape[-2:]
-        parts = [first] + [F.interpolate(feats[l], size=(h, w), mode="nearest") for l in self.layers_[1:]]
-        emb = torch.cat(parts, dim=1)  # (n, C, h, w)
-        return emb if idx is None else emb.index_select(1, idx)
+        """{layer: (n, C_l, h_l, w_l)} -> (n, C, h, w) on the first layer's grid (``idx``: channels kept);
+        :func:`mvgviz.models.embedding.embed`."""
+        return embed(feats, self.layers_, idx)
 
     def fit(self, features: FeatureSource, *, device, batch_size: int = 16,
             progress: "Progress | None" = None) -> State:
