@@ -3,6 +3,7 @@
     mvgviz demo-data DIR
     mvgviz fit    --data ROOT --category CAT [--backbone NAME] [--layers A,B] [--device D] [--cache DIR] [--reg R]
     mvgviz report --data ROOT --category CAT [same model options] [--json]
+    mvgviz compare --data ROOT [--category CAT ...] [--methods mvg,padim,spade,...] [--json]
     mvgviz cache ls|clear [--cache DIR] [--data ROOT] [--verify]
 
 Progress bars go to stderr (``--quiet`` silences them); results go to stdout. Errors
@@ -22,6 +23,7 @@ from .conventions import DEFAULT_BACKBONE, ParamError
 
 # Python parameter -> command-line option, where the option is not "--" + the name with dashes
 _OPTIONS = {"fmt": "--format", "n_images": "--images", "defect_types": "--defect", "root": "--data",
+            "method": "--methods", "options": "--methods",
             # fields of a manifest's preprocessing (export --from-manifest), not options
             **{f: f"preprocessing `{f}`" for f in ("mean", "std")}}
 
@@ -32,18 +34,21 @@ def option_name(param: str) -> str:
 
 
 def _model_args(p: argparse.ArgumentParser, *, required: tuple[str, ...] = ("data", "category"),
-                category: bool = True) -> None:
-    """The model options shared by fit, report and export; ``required`` names the mandatory ones."""
+                category: bool = True, gaussian: bool = True) -> None:
+    """The model options shared by fit, report and export; ``required`` names the mandatory ones;
+    ``gaussian``: the paper's Gaussian's own options (--layers, --reg) too."""
     p.add_argument("--data", required="data" in required, help="data root in the MVTec AD layout")
     if category:
         p.add_argument("--category", required="category" in required, help="category folder under the data root")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE,
                    help=f"{DEFAULT_BACKBONE} (default, offline weights), resnet18, wide_resnet50_2")
-    p.add_argument("--layers", default=None, help="comma-separated layer names (default: all of the backbone's)")
+    if gaussian:
+        p.add_argument("--layers", default=None, help="comma-separated layer names (default: all of the backbone's)")
     p.add_argument("--weights", default=None,
                    help="weights file for torchvision backbones (default: torch hub cache), or 'random' "
                         "for a randomly initialised network (labelled as such in every output)")
-    p.add_argument("--reg", default="none", help="covariance regulariser: none (default), ridge:EPS, ledoit-wolf")
+    if gaussian:
+        p.add_argument("--reg", default="none", help="covariance regulariser: none (default), ridge:EPS, ledoit-wolf")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda")
     p.add_argument("--cache", default=None, help="cache folder (default: $MVGVIZ_CACHE or the repository's cache/)")
     p.add_argument("--batch-size", type=int, default=16,
@@ -99,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", action="append", default=None, metavar="RULE",
                    help="a component-subset rule to evaluate beside the full model (repeatable), e.g. "
                         "drop_border:5 or npca:5; implies --variants with these rules only")
+
+    p = sub.add_parser("compare", help="run several methods on one data pipeline and compare them with the same "
+                                       "metrics (every category of the root unless --category is given)")
+    _model_args(p, required=("data",), category=False, gaussian=False)
+    p.add_argument("--category", action="append", default=None,
+                   help="a category (repeatable); default: every category of the root (the batch form)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods, each with optional options NAME:KEY=VALUE[:KEY=VALUE] "
+                        "(layer lists join names with +), e.g. mvg:layer=layer2,padim:channels=50,spade:k=20; "
+                        "default: every method (mvg, mvg-sum, mvg-concat, padim, spade, gaussian-ad, opca)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (one category: its object; several: the batch form)")
 
     p = sub.add_parser("cache", help="list or clear the cache")
     p.add_argument("action", choices=["ls", "clear"])
@@ -245,10 +262,64 @@ def _dispatch(args) -> int:
     if args.command == "cache":
         return _cache_command(args)
 
+    if args.command == "compare":
+        return _compare_command(args)
+
     if args.command.startswith("export"):
         from .export import run_export
         return run_export(args, _fit_from_args)
     raise AssertionError(args.command)
+
+
+def _compare_command(args) -> int:
+    from .compare import compare, compare_category
+    from .data import Preprocessing
+    from .progress import TqdmProgress
+    progress = TqdmProgress(quiet=args.quiet)
+    cache = args.cache
+    if args.verify:
+        from .cache import Store
+        cache = Store(args.cache, verify=args.verify)
+    kw = dict(methods=args.methods, backbone=args.backbone, weights=args.weights, device=args.device, cache=cache,
+              batch_size=args.batch_size, storage=args.storage, unlabelled=args.unlabelled,
+              fingerprint=args.fingerprint, preprocessing=Preprocessing(resize=args.resize, crop=args.crop),
+              progress=progress)
+    if args.category and len(args.category) == 1:
+        out = compare_category(args.data, args.category[0], **kw)
+        results = [out]
+    else:
+        out = compare(args.data, args.category, **kw)
+        results = out["categories"]
+    if args.timings:
+        Path(args.timings).write_text(json.dumps(progress.timings, indent=1))
+    errors = [r["error"] for r in results if "error" in r] + \
+             [m["error"] for r in results for m in r.get("methods", []) if "error" in m]
+    for e in errors:
+        print(f"mvgviz: error: {e}", file=sys.stderr)
+    if args.json:
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+        return 2 if errors else 0
+    for r in results:
+        if "error" in r:
+            continue
+        print(f"{r['category']}  backbone {r['backbone']}  weights {r['weights']}")
+        print(f"  {'method':<24}{'img AUROC':>10}{'px AUROC':>10}{'AUPR':>8}{'AUPRO':>8}{'fit s':>9}"
+              f"{'predict s':>11}{'peak MB':>9}")
+        for m in r["methods"]:
+            secs = [("n/a" if m[k] is None else f"{m[k]:.2f}") for k in ("fit_seconds", "predict_seconds")]
+            mem = "n/a" if m["peak_memory_mb"] is None else f"{m['peak_memory_mb']:.0f}"
+            print(f"  {m['label']:<24}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}"
+                  f"{_num(m['pixel_aupr']):>8}{_num(m['aupro']):>8}{secs[0]:>9}{secs[1]:>11}{mem:>9}"
+                  f"{'  (cached)' if m.get('cached') else ''}")
+        for note in sorted({m["metrics_note"] for m in r["methods"] if m.get("metrics_note")}):
+            print(f"  n/a: {note}")
+    if "mean" in out and len(results) > 1:
+        print("mean over categories")
+        for name, m in out["mean"].items():
+            print(f"  {name:<24}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}{_num(m['pixel_aupr']):>8}"
+                  f"{_num(m['aupro']):>8}  ({m['n_categories']} categor{'y' if m['n_categories'] == 1 else 'ies'})")
+    return 2 if errors else 0
 
 
 def _cache_command(args) -> int:

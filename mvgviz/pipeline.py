@@ -40,11 +40,11 @@ from .data import FINGERPRINTS, Category, Preprocessing, content_fingerprint, lo
 from .diagnostics import component_diagnostics
 from .featurepass import CachedFeatures, check_storage, feature_key, feature_pass
 from .gaussian import reg_tag
-from .models import MVG
+from .models import MVG, build_method
 from .progress import Progress
-from .results import CategoryArrays, LayerModel, Model, Names
+from .results import CategoryArrays, LayerModel, MethodResult, Model, Names
 
-__all__ = ["CategoryArrays", "LayerModel", "Model", "fit", "load"]
+__all__ = ["CategoryArrays", "LayerModel", "MethodResult", "Model", "fit", "fit_method", "load", "load_method"]
 
 CURVE_POINTS = 256  # points kept per ROC / PR / PRO curve in a layer's entry (for plots)
 
@@ -181,6 +181,120 @@ def load(root: str | os.PathLike, category: str, *, backbone: str = DEFAULT_BACK
     return _model(look, root, backbone, weights, CategoryArrays(data), look.entries)
 
 
+def fit_method(root: str | os.PathLike, category: str, method: str = MVG.name, *, options: dict | None = None,
+               backbone: str = DEFAULT_BACKBONE, weights: str | None = None, device: str = "auto",
+               cache: str | os.PathLike | Store | None = None, preprocessing: Preprocessing | None = None,
+               batch_size: int = 16, storage: str = "float32", unlabelled: bool = False,
+               fingerprint: str = "stat", progress: Progress | None = None) -> MethodResult:
+    """Fit (or load from the cache) one method of :mod:`mvgviz.models` on a category.
+
+    ``method`` is a name of :data:`mvgviz.models.METHODS` (``"mvg"``, ``"padim"``, ...); ``options``
+    override the seeds' defaults for the backbone (:func:`mvgviz.models.build_method`). The other
+    parameters are :func:`fit`'s. The paper's Gaussian (``"mvg"``, options ``layer`` and ``reg``)
+    is :func:`fit` on that one layer and shares its cache entry.
+
+    Everything is checked before any work, the method's own conditions included (e.g. SPADE's K
+    larger than the train set): a :class:`~mvgviz.conventions.ParamError` naming the option. The
+    result records what the run cost (:attr:`MethodResult.cost`).
+    """
+    progress = progress or Progress()
+    check_device(device)
+    batch_size = _check_batch_size(batch_size)
+    spec = get_spec(backbone)
+    m = build_method(method, spec, options, param="method")
+    common = dict(backbone=backbone, weights=weights, cache=cache, preprocessing=preprocessing, storage=storage,
+                  unlabelled=unlabelled, fingerprint=fingerprint)
+    if isinstance(m, MVG):
+        model = fit(root, category, layers=[m.layer], reg=m.reg, device=device, batch_size=batch_size,
+                    progress=progress, **common)
+        return _method_result(model.layers[m.layer].entry, model.data, model.category, backbone, model.weights,
+                              model.image_size, computed=m.layer in model.computed_layers)
+    look = _lookup(root, category, backbone, (), weights, "none", cache, preprocessing, storage, unlabelled,
+                   fingerprint)
+    for note in look.cat.ignored_notes():
+        progress.message(note)
+    m.check(_ShapeSource(spec, look.cat, look.pre))
+    key, parts = _method_key(look, m)
+    entry = look.store.get(key)
+    if entry is None:
+        check_weights_available(backbone, weights)
+        check_weights_file(backbone, weights)
+    data = _ensure_data(look.store, look.cat, look.pre, batch_size, progress)
+    computed = False
+    if entry is None:
+        with look.store.lock(key):
+            entry = look.store.get(key)
+            if entry is None:
+                _import_compute_stack(progress)
+                if weights == RANDOM:
+                    progress.message(f"WARNING: backbone {backbone} with RANDOM weights (not pretrained)")
+                dev = resolve_device(device)
+                feats = _ensure_features(look, data, backbone, weights, dev, batch_size, progress)
+                entry = _run_method(look, m, key, parts, feats, data, dev, batch_size, progress, label=m.name,
+                                    meta={"layers": list(m.layers)})
+                computed = True
+    return _method_result(entry, data, look.cat.name, backbone, look.wtag, look.pre.crop, computed=computed)
+
+
+def load_method(root: str | os.PathLike, category: str, method: str = MVG.name, *, options: dict | None = None,
+                backbone: str = DEFAULT_BACKBONE, weights: str | None = None,
+                cache: str | os.PathLike | Store | None = None, preprocessing: Preprocessing | None = None,
+                storage: str = "float32", unlabelled: bool = False,
+                fingerprint: str = "stat") -> MethodResult | None:
+    """:func:`fit_method`'s result from the cache, or None; never computes (like :func:`load`)."""
+    m = build_method(method, get_spec(backbone), options, param="method")
+    if isinstance(m, MVG):
+        model = load(root, category, backbone=backbone, layers=[m.layer], weights=weights, reg=m.reg, cache=cache,
+                     preprocessing=preprocessing, storage=storage, unlabelled=unlabelled, fingerprint=fingerprint)
+        return None if model is None else _method_result(model.layers[m.layer].entry, model.data, model.category,
+                                                         backbone, model.weights, model.image_size)
+    look = _lookup(root, category, backbone, (), weights, "none", cache, preprocessing, storage, unlabelled,
+                   fingerprint)
+    data = look.store.get(_data_key(look.cat, look.pre)[0])
+    entry = look.store.get(_method_key(look, m)[0])
+    if data is None or entry is None:
+        return None
+    return _method_result(entry, CategoryArrays(data), look.cat.name, backbone, look.wtag, look.pre.crop)
+
+
+def _method_result(entry, data, category, backbone, wtag, size, *, computed=False) -> MethodResult:
+    return MethodResult(entry=entry, data=data, category=category, backbone=backbone, weights=wtag, image_size=size,
+                        computed=computed)
+
+
+def _method_key(look: "_Lookup", m) -> tuple[str, dict]:
+    """The cache key of a method other than the paper's Gaussian: its name and options, the data
+    and the features it reads."""
+    base = {k: v for k, v in look.base.items() if k not in ("kind", "method", "reg")}
+    parts = {"kind": "method", "method": m.name, "options": m.options, **base}
+    return make_key(parts), parts
+
+
+@dataclass(frozen=True)
+class _ShapeSource:
+    """What a method's ``check`` needs before any work: layers, image counts, feature shapes
+    (channels from the backbone's table; sizes ``ceil(crop / stride)``, as the networks give)."""
+
+    spec: object
+    cat: Category
+    pre: Preprocessing
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(l.name for l in self.spec.layers)
+
+    def n_images(self, split: str) -> int:
+        return len(self.cat.split(split))
+
+    def feature_shape(self, layer: str) -> tuple[int, int, int]:
+        l = self.spec.layer(layer)
+        s = -(-self.pre.crop // l.stride)
+        return l.channels, s, s
+
+    def batches(self, *a, **kw):
+        raise TypeError("a shape-only source has no features")
+
+
 def _model(look: "_Lookup", root, backbone, weights, data: CategoryArrays, entries: dict, *,
            timings: dict | None = None, computed: tuple = ()) -> Model:
     return Model(root=Path(root), category=look.cat.name, backbone=backbone, weights=look.wtag, reg=look.rtag,
@@ -225,7 +339,7 @@ def _lookup(root, category, backbone, layers, weights, reg, cache, preprocessing
     if not isinstance(pre, Preprocessing):
         raise ParamError("preprocessing", f"must be a mvgviz.data.Preprocessing, got {type(pre).__name__}")
     spec = get_spec(backbone)
-    wanted = parse_layers(spec, layers)
+    wanted = () if isinstance(layers, tuple) and not layers else parse_layers(spec, layers)  # (): no layer
     wtag = weights_tag(backbone, weights)
     rtag = reg_tag(reg)
     storage = check_storage(storage)
@@ -346,17 +460,25 @@ def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatu
     image scores of both splits, maps and components, their colour-scale statistics and
     diagnostics, metrics (:func:`mvgviz.evaluation.evaluate`) and the component ranking.
     """
+    import time
+
     import torch
 
     from .evaluation import evaluate
+    from .footprint import PeakMemory
     size = (look.pre.crop, look.pre.crop)
     dtype = np.dtype(look.storage)
     out = {}  # the entry's meta beside ``meta``
+    seconds = {"fit": 0.0, "test": 0.0, "test_pixels": 0.0}  # the cost: fit, scoring the test split
+    image_components = getattr(method, "has_image_components", False)
+    peak = PeakMemory(dev)
     # one bar per method, five steps; each step's time is recorded under its own name
-    with progress.task(f"layer {label}", total=5) as bar:
+    with progress.task(f"layer {label}", total=5) as bar, peak:
         with look.store.writer(key, parts, source=_source(look.cat)) as w:
             with progress.timer(f"fit {label}"):
+                t0 = time.perf_counter()
                 state = method.fit(feats, device=dev, batch_size=batch_size, progress=progress)
+                seconds["fit"] = time.perf_counter() - t0
             for name, arr in state.arrays.items():
                 w.put(Names.state(name), arr)
             bar.update(1)
@@ -365,18 +487,25 @@ def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatu
                 score = method.scorer(state, dev, size=size)
                 for split in SPLITS:
                     n = feats.n_images(split)
-                    ys = ms = None
+                    ys = ms = ics = None
                     parts_ = []
                     for b in feats.batches(split, method.layers, batch_size=batch_size, device=dev):
+                        t0 = time.perf_counter()
                         s = score(b)
+                        image_scores = s.image_scores.double().cpu().numpy()  # waits for the device
+                        seconds[split] = seconds.get(split, 0.0) + time.perf_counter() - t0
                         if method.has_components:
                             ys = ys or w.appender(Names.components(split), (n, *s.components.shape[1:]), dtype)
                             ys.write(s.components.cpu().numpy())
                         if method.has_maps:
                             ms = ms or w.appender(Names.maps(split), (n, *s.maps.shape[1:]), np.float32)
                             ms.write(s.maps.cpu().numpy())
-                        parts_.append(s.image_scores.double().cpu().numpy())
-                    for a in (ys, ms):
+                        if image_components:
+                            ics = ics or w.appender(Names.image_components(split),
+                                                    (n, *s.image_components.shape[1:]), np.float32)
+                            ics.write(s.image_components.cpu().numpy())
+                        parts_.append(image_scores)
+                    for a in (ys, ms, ics):
                         if a is not None:
                             a.close()
                     scores[split] = np.concatenate(parts_)
@@ -397,7 +526,12 @@ def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatu
                 maps = w.read(Names.maps("test"))
                 for i in range(0, len(maps), batch_size):
                     m = torch.from_numpy(maps.rows(i, i + batch_size)).to(dev)[:, None]  # (n, 1, h, w)
-                    yield method.to_pixels(m, size)[:, 0], torch.from_numpy(masks.rows(i, i + batch_size)).to(dev)
+                    t0 = time.perf_counter()
+                    px = method.to_pixels(m, size)[:, 0]
+                    if px.is_cuda:
+                        torch.cuda.synchronize(px.device)
+                    seconds["test_pixels"] += time.perf_counter() - t0
+                    yield px, torch.from_numpy(masks.rows(i, i + batch_size)).to(dev)
 
             with progress.timer(f"metrics {label}"):
                 out["metrics"] = evaluate(scores["test"], data.labels("test") if data.image_labels else None,
@@ -415,6 +549,12 @@ def _run_method(look: _Lookup, method, key: str, parts: dict, feats: CachedFeatu
             bar.update(1)
             w.meta.update({**meta, "method": {"name": method.name, "options": method.options},
                            "state": state.meta, **out, "storage": look.storage, "device": str(dev)})
+            # the cost, in the meta before the commit (the peak so far covers fit, scoring, metrics)
+            rss, gpu = peak.so_far()
+            w.meta["cost"] = {"fit_seconds": round(seconds["fit"], 4),
+                              "predict_seconds": round(seconds["test"] + seconds["test_pixels"], 4),
+                              "peak_memory_mb": rss, "peak_gpu_memory_mb": gpu, "memory_measure": peak.how,
+                              "device": str(dev)}
         bar.update(1)
         progress.timings["cache write"] = progress.timings.get("cache write", 0.0) + w.commit_seconds
     return w.entry

@@ -74,6 +74,10 @@ class Names:
     def image_scores(split: str) -> str:
         return f"image_scores_{split}"
 
+    @staticmethod
+    def image_components(split: str) -> str:  # image-level Gaussians: (N, K) whitened components
+        return f"image_components_{split}"
+
     COMPONENT_AUROC = "component_auroc"
     PATTERN_MEAN = "pattern_mean"
     PATTERN_STD = "pattern_std"
@@ -127,29 +131,14 @@ class CategoryArrays:
         return str(self.entry.meta.get("label_note", ""))
 
 
-@dataclass(frozen=True)
-class LayerModel:
-    """One layer's fitted Gaussian, whitened features, maps and metrics (cache-backed)."""
+class _EntryResults:
+    """What every method's entry holds: metrics, curves, image scores, the cost of the run."""
 
-    spec: "LayerSpec"
     entry: Entry
-    image_size: int
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def meta(self) -> dict:
         return self.entry.meta
-
-    @property
-    def channels(self) -> int:
-        return self.spec.channels
-
-    @property
-    def feature_size(self) -> tuple[int, int]:
-        return tuple(self.meta["feature_size"])
 
     @property
     def cache_key(self) -> str:
@@ -162,7 +151,7 @@ class LayerModel:
     @property
     def metrics(self) -> dict:
         """image_auroc, pixel_auroc, pixel_aupr (average precision), aupro: float, or None where
-        the data cannot define it (see :attr:`metrics_note`)."""
+        the data (or the method: no pixel map) cannot define it (see :attr:`metrics_note`)."""
         return {k: self.meta["metrics"][k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")}
 
     @property
@@ -176,6 +165,40 @@ class LayerModel:
     def metrics_note(self) -> str:
         """Why some metric is None ("" when all are available)."""
         return self.meta["metrics"].get("note", "")
+
+    @property
+    def cost(self) -> dict:
+        """``fit_seconds`` (the method's fit on cached features), ``predict_seconds`` (scoring the
+        test split's cached features and bringing its maps to the pixels), ``peak_memory_mb`` (the
+        process's peak RSS while the method ran, :class:`mvgviz.footprint.PeakMemory`), and on
+        CUDA ``peak_gpu_memory_mb``; None for entries written before they were recorded."""
+        c = self.meta.get("cost") or {}
+        return {k: c.get(k) for k in ("fit_seconds", "predict_seconds", "peak_memory_mb", "peak_gpu_memory_mb")}
+
+    def image_scores(self, split: str = "test") -> np.ndarray:
+        """(N,) image scores as evaluated (the MVG: the max of the upsampled M2 map)."""
+        return np.asarray(self.entry.array(Names.image_scores(split), mmap=False))
+
+
+@dataclass(frozen=True)
+class LayerModel(_EntryResults):
+    """One layer's fitted Gaussian, whitened features, maps and metrics (cache-backed)."""
+
+    spec: "LayerSpec"
+    entry: Entry
+    image_size: int
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        return tuple(self.meta["feature_size"])
 
     @cached_property
     def method(self):
@@ -259,9 +282,75 @@ class LayerModel:
         t = torch.from_numpy(np.require(maps, np.float32, ["C", "W"]))  # a copy only when read-only
         return self.method.to_pixels(t, (self.image_size, self.image_size)).numpy()
 
-    def image_scores(self, split: str = "test") -> np.ndarray:
-        """(N,) max of the upsampled M2 map per image."""
-        return np.asarray(self.entry.array(Names.image_scores(split), mmap=False))
+
+@dataclass(frozen=True)
+class MethodResult(_EntryResults):
+    """One method fitted on a category (:func:`mvgviz.pipeline.fit_method`): any method of
+    :mod:`mvgviz.models`, read from its cache entry. The paper's Gaussian shares its entry with
+    :class:`LayerModel`."""
+
+    entry: Entry
+    data: CategoryArrays
+    category: str
+    backbone: str
+    weights: str
+    image_size: int
+    computed: bool = False  # fitted by this call (False: read from the cache)
+
+    @property
+    def name(self) -> str:
+        return self.meta["method"]["name"]
+
+    @property
+    def options(self) -> dict:
+        return dict(self.meta["method"]["options"])
+
+    @cached_property
+    def method(self):
+        """The method object, rebuilt from its options (``for_backbone(spec, **options)``)."""
+        from .backbones import get_spec
+        from .models import METHODS
+        return METHODS[self.name].for_backbone(get_spec(self.backbone), **self.options)
+
+    @property
+    def has_maps(self) -> bool:
+        return Names.maps("test") in self.entry.arrays
+
+    @property
+    def has_image_components(self) -> bool:
+        return Names.image_components("test") in self.entry.arrays
+
+    def n_images(self, split: str) -> int:
+        return int(self.entry.array(Names.image_scores(split)).shape[0])
+
+    def maps(self, split: str, images=None, *, upsampled: bool = True) -> np.ndarray:
+        """(n, H, W) float32 maps as scored (``upsampled``: brought to the pixels with the method's
+        ``to_pixels``), or at the resolution stored; a ValueError for a method without maps."""
+        if not self.has_maps:
+            raise ValueError(f"method {self.name!r} has no pixel maps (it scores whole images)")
+        m = np.asarray(self.entry.array(Names.maps(split))[_index(images)], dtype=np.float32)
+        if not upsampled:
+            return m
+        import torch
+        t = torch.from_numpy(np.require(m[:, None], np.float32, ["C", "W"]))
+        return self.method.to_pixels(t, (self.image_size, self.image_size))[:, 0].numpy()
+
+    def image_components(self, split: str, images=None) -> np.ndarray:
+        """(n, K) whitened components of the image-level Gaussians (see :attr:`component_groups`)."""
+        if not self.has_image_components:
+            raise ValueError(f"method {self.name!r} has no image-level components")
+        return np.asarray(self.entry.array(Names.image_components(split))[_index(images)], dtype=np.float32)
+
+    @property
+    def component_groups(self) -> list[tuple[str, int]]:
+        """``[(level, count), ...]``: which level each run of :meth:`image_components` belongs to."""
+        return [(str(g), int(n)) for g, n in self.meta.get("state", {}).get("component_groups", [])]
+
+    def summary(self) -> dict:
+        """This method's row of ``mvgviz compare --json``."""
+        return {"name": self.name, "options": self.options, **self.metrics, **{
+            k: v for k, v in self.cost.items() if k != "peak_gpu_memory_mb" or v is not None},
+            "metrics_note": self.metrics_note, "cached": not self.computed}
 
 
 def check_entry(entry: Entry) -> str | None:
@@ -295,7 +384,7 @@ def check_entry(entry: Entry) -> str | None:
                 if n is not None and len(meta.get(Names.labels(split), [0] * n)) != n:
                     return f"{Names.labels(split)} has {len(meta[Names.labels(split)])} labels for {n} images"
             return None
-        if kind != "layer":
+        if kind not in ("layer", "method"):
             return None
         for k, v in (meta.get("metrics") or {}).items():
             if k != "note" and v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):

@@ -1,14 +1,82 @@
 """Anomaly-detection methods on one protocol (:mod:`mvgviz.models.base`), one module each.
 
-- :class:`~mvgviz.models.mvg.MVG`: the paper's single Gaussian per layer (all positions pooled).
+- :class:`~mvgviz.models.mvg.MVG`: the paper's single Gaussian per layer (all positions pooled), and
+  its multi-layer forms :class:`~mvgviz.models.mvg.MVGSum` (layer scores summed) and
+  :class:`~mvgviz.models.mvg.MVGConcat` (one Gaussian on the concatenated layers).
 - :class:`~mvgviz.models.padim.PaDiM`: one Gaussian per position over concatenated, channel-subsampled
-  embeddings (the model and its tests; not yet run by :func:`mvgviz.pipeline.fit` or a CLI command).
+  embeddings.
+- :class:`~mvgviz.models.spade.SPADE`: image kNN on pooled features, same-position pixel kNN among the
+  K nearest train images.
+
+:func:`build_method` makes a method by name with the seeds' defaults for a backbone;
+:func:`parse_methods` reads the command line's ``--methods`` list.
 """
 
+from __future__ import annotations
+
+import inspect
+
+from ..conventions import ParamError
 from .base import BatchScores, FeatureSource, Method, State
-from .mvg import MVG
+from .mvg import MVG, MVGConcat, MVGSum
 from .padim import PaDiM
+from .spade import SPADE
 
-METHODS = {MVG.name: MVG, PaDiM.name: PaDiM}
+METHODS = {m.name: m for m in (MVG, MVGSum, MVGConcat, PaDiM, SPADE)}
 
-__all__ = ["BatchScores", "FeatureSource", "METHODS", "MVG", "Method", "PaDiM", "State"]
+
+def method_options(name: str) -> list[str]:
+    """The option names of a method (``for_backbone``'s keyword arguments)."""
+    sig = inspect.signature(METHODS[name].for_backbone)
+    return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
+
+
+def build_method(name: str, spec, options: dict | None = None, *, param: str = "methods") -> Method:
+    """The method ``name`` with the seeds' defaults for the backbone ``spec``, ``options`` overriding
+    them. An unknown name or option is a :class:`ParamError` naming ``param``."""
+    if name not in METHODS:
+        raise ParamError(param, f": unknown method {name!r}; the methods are {', '.join(METHODS)}")
+    options = dict(options or {})
+    known = method_options(name)
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise ParamError(param, f": method {name!r} has no option {', '.join(map(repr, unknown))}; "
+                                f"its options are {', '.join(known) or 'none'}")
+    return METHODS[name].for_backbone(spec, **options)
+
+
+def _value(text: str):
+    """An option's value as typed: int, float, true/false, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_methods(text: str, *, param: str = "methods") -> list[tuple[str, dict]]:
+    """``"mvg,padim:channels=50:seed=1,spade:k=20"`` -> ``[(name, options), ...]`` (no backbone
+    needed; :func:`build_method` checks the names and options). Layer lists join names with ``+``."""
+    out = []
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        name, *pairs = item.split(":")
+        opts = {}
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise ParamError(param, f": {item!r}: options are written name:key=value[:key=value], got {pair!r}")
+            opts[key.strip().replace("-", "_")] = _value(value)
+        out.append((name.strip().lower(), opts))
+    if not out:
+        raise ParamError(param, f"must name at least one method ({', '.join(METHODS)}), got {text!r}")
+    return out
+
+
+__all__ = ["BatchScores", "FeatureSource", "METHODS", "MVG", "MVGConcat", "MVGSum", "Method", "PaDiM", "SPADE", "State", "build_method",
+           "method_options", "parse_methods"]
