@@ -27,7 +27,7 @@ Defaults and the seed's sentences behind them:
   All Features ... 95.2"; the best thresholds in the table are "PCA 99%" (Sum 89.6) and "NPCA 1%"
   (Sum 95.8, the headline "achieves SotA with 95.8% AUROC").
 - ``reg = "ledoit-wolf"``: METHOD.md ("Ledoit-Wolf (Rippel; Wang)"); the seed (a poster) does not name
-  the estimator; Rippel et al.'s code fits ``sklearn.covariance.LedoitWolf`` per level.
+  the estimator; Rippel et al.'s public code (``gaussian-ad-mvtec``) fits ``sklearn.covariance.LedoitWolf`` per level.
 - Sum of distances, not of squared distances: the seed's Eq. (2) defines the Mahalanobis distance
   with the square root, and the tables' "Sum" row sums it over levels (METHOD.md: "score = sum over
   levels of the Mahalanobis distance").
@@ -46,8 +46,8 @@ the seed wins):
 - PCA is taken from the unbiased empirical covariance (METHOD.md's convention; the fractions do not
   depend on it), then the Gaussian (Ledoit-Wolf as scikit-learn's, i.e. the biased covariance shrunk)
   is fitted to the reduced vectors: Rippel et al.'s code's order.
-- The code averages the level distances instead of summing them; the same ranking, the seed's sum is
-  used.
+- Rippel et al.'s code averages the level distances instead of summing them: the same ranking; the
+  seed's sum is used.
 
 Memory: fit streams the train split one level at a time (two passes per level for Ledoit-Wolf, three
 with PCA/NPCA), holding one batch of one level's maps and float64 ``C x C`` sums. The state holds per

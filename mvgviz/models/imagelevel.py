@@ -31,8 +31,8 @@ scikit-learn's ``ledoit_wolf`` exactly (its biased empirical covariance ``/N`` s
 Memory (fit): one batch of one level's maps on ``device``, plus float64 sums of ``C x C`` per level
 (one level at a time). The train split is read once per pass, one level at a time: a Ledoit-Wolf fit
 makes two passes, a PCA selection one more (so 2 or 3 passes per level). The state holds per level
-``mu`` (C,), ``w`` (k,) and ``V`` (C, k), float64: at most ``8 C (C + 2)`` bytes (WideResNet-50-2's
-three levels, 256 + 512 + 1024 channels: 11 MB).
+``mu`` (C,), ``w`` (k,), ``V`` (C, k) and, with a selection, the PCA eigenvalues (C,), float64: at most
+``8 C (C + 3)`` bytes (WideResNet-50-2's three levels, 256 + 512 + 1024 channels: 11 MB).
 """
 
 from __future__ import annotations

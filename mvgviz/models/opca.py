@@ -64,7 +64,8 @@ Ledoit-Wolf's two), holding one batch of one layer's maps and float64 ``C x C`` 
 mean (C,), eigenvalues (k,), eigenvectors (C, k), PCA eigenvalues (C,), float64, at most
 ``8 C (C + 3)`` bytes (WideResNet-50-2: 11 MB). Scoring holds a batch's maps in float64 (n * h * w * C
 * 8 bytes for the finest layer: 16 images of WideResNet-50-2's layer1, 103 MB) and the (n, H, W)
-output.
+output; the maps a caller keeps are at the input's size, H * W * 4 bytes per image (224 x 224: 196 KiB),
+not at feature resolution.
 
 State arrays per layer i (:func:`mvgviz.models.imagelevel.levels_state`): ``mean_i``, ``eigvals_i``,
 ``eigvecs_i``, ``pca_eigvals_i``. Meta: ``layers``, ``component_groups``, ``fraction``, ``reg``,
