@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ..conventions import ParamError
 from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
 from .imagelevel import (PooledScorer, check_fraction, check_layer_names, fit_level, layers_option, levels_state,
-                         pool)
+                         pool, reject_unknown)
 
 if TYPE_CHECKING:
     from ..progress import Progress
@@ -124,9 +124,11 @@ class GaussianAD:
 
     @classmethod
     def for_backbone(cls, spec, *, layers=None, variant: str = "full", variance: float | None = None,
-                     reg: str = "ledoit-wolf") -> "GaussianAD":
+                     reg: str = "ledoit-wolf", **unknown) -> "GaussianAD":
         """Gaussian-AD on ``spec`` (a BackboneSpec): every layer by default (the seed's "Sum" over all
-        levels), or ``layers`` (a list, ``"a+b"`` or ``"a,b"``; kept in backbone order)."""
+        levels), or ``layers`` (a list, ``"a+b"`` or ``"a,b"``; kept in backbone order). An unknown
+        option is a ParamError naming it."""
+        reject_unknown(cls.name, unknown, ("layers", "variant", "variance", "reg"))
         return cls(layers_option(spec, layers), variant=variant, variance=variance, reg=reg)
 
     @property

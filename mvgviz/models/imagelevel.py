@@ -73,6 +73,13 @@ def layers_option(spec, layers) -> tuple[str, ...]:
     return tuple(l.name for l in parse_layers(spec, layers))
 
 
+def reject_unknown(method: str, unknown: dict, known) -> None:
+    """A ParamError naming the first of ``unknown`` options (``for_backbone``'s extra keywords)."""
+    if unknown:
+        name = next(iter(unknown))
+        raise ParamError(name, f"is not an option of {method} (its options: {', '.join(known)})")
+
+
 def check_fraction(value, param: str) -> float:
     """``value`` as a float in (0, 1], else a ParamError naming ``param``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
@@ -268,4 +275,5 @@ class PooledScorer:
 
 
 __all__ = ["FRACTION_TOL", "LevelGaussian", "PooledScorer", "check_fraction", "check_layer_names", "fit_level",
-           "kept_components", "layers_option", "levels_state", "pool", "whitening_matrix"]
+           "kept_components", "layers_option", "levels_state", "pool", "reject_unknown",
+           "whitening_matrix"]

@@ -78,7 +78,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
-from .imagelevel import PooledScorer, check_fraction, check_layer_names, fit_level, layers_option, levels_state, pool
+from .imagelevel import (PooledScorer, check_fraction, check_layer_names, fit_level, layers_option, levels_state,
+                         pool, reject_unknown)
 
 if TYPE_CHECKING:
     import torch
@@ -121,9 +122,11 @@ class OPCA:
 
     @classmethod
     def for_backbone(cls, spec, *, layers=None, fraction: float = DEFAULT_FRACTION,
-                     reg: str = "ledoit-wolf") -> "OPCA":
+                     reg: str = "ledoit-wolf", **unknown) -> "OPCA":
         """OPCA on ``spec`` (a BackboneSpec): every layer by default (the seed's ResNet-18 setting), or
-        ``layers`` (a list, ``"a+b"`` or ``"a,b"``; kept in backbone order)."""
+        ``layers`` (a list, ``"a+b"`` or ``"a,b"``; kept in backbone order). An unknown option is a
+        ParamError naming it."""
+        reject_unknown(cls.name, unknown, ("layers", "fraction", "reg"))
         return cls(layers_option(spec, layers), fraction=fraction, reg=reg)
 
     @property
