@@ -34,7 +34,7 @@ def _fm(data, method, **kw):
 
 
 @pytest.mark.parametrize("method,options", [("padim", {}), ("spade", {"k": 4}), ("mvg-sum", {}),
-                                            ("mvg-concat", {})])
+                                            ("mvg-concat", {}), ("opca", {})])
 def test_metrics_are_sklearns_on_the_maps_shown(data, method, options):
     r = _fm(data, method, options=options)
     labels = r.data.labels("test")
@@ -44,6 +44,23 @@ def test_metrics_are_sklearns_on_the_maps_shown(data, method, options):
     assert r.metrics["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
     cost = r.cost
     assert cost["fit_seconds"] > 0 and cost["predict_seconds"] > 0 and cost["peak_memory_mb"] > 50
+
+
+def test_image_level_gaussians_store_their_explanation(data):
+    r = _fm(data, "gaussian-ad")
+    assert not r.has_maps and r.metrics["pixel_auroc"] is None and "no pixel maps" in r.metrics_note
+    labels = r.data.labels("test")
+    assert r.metrics["image_auroc"] == pytest.approx(roc_auc_score(labels, r.image_scores("test")), abs=1e-12)
+    groups = r.component_groups
+    assert [g for g, _ in groups] == ["_blocks[2]", "_blocks[4]", "_blocks[10]", "_blocks[15]"]
+    y = r.image_components("test").astype(np.float64)
+    assert y.shape == (len(labels), sum(n for _, n in groups))
+    # the score is the sum over levels of the distances: the root of each group's sum of squares
+    ends = np.cumsum([0] + [n for _, n in groups])
+    dist = sum(np.sqrt((y[:, a:b] ** 2).sum(1)) for a, b in zip(ends[:-1], ends[1:]))
+    np.testing.assert_allclose(dist, r.image_scores("test"), rtol=1e-4)
+    with pytest.raises(ValueError, match="no pixel maps"):
+        r.maps("test")
 
 
 def test_second_call_reads_the_cache_and_options_are_part_of_the_key(data):
