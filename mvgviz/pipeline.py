@@ -214,6 +214,11 @@ def fit_method(root: str | os.PathLike, category: str, method: str = MVG.name, *
     for note in look.cat.ignored_notes():
         progress.message(note)
     m.check(_ShapeSource(spec, look.cat, look.pre))
+    if not m.has_maps and not look.cat.test.image_labels:
+        raise ParamError("method", f": {m.name!r} scores whole images and has no pixel maps, and the test images "
+                                   f"of {look.cat.name!r} have no labels ({look.cat.test.label_note}): there would "
+                                   "be nothing to evaluate or to show; use a method with maps (mvg, padim, spade, "
+                                   "opca, ...) or label the test images")
     key, parts = _method_key(look, m)
     entry = look.store.get(key)
     if entry is None:

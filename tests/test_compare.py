@@ -13,7 +13,7 @@ from mvgviz.data import Preprocessing
 from mvgviz.models import parse_methods
 from mvgviz.pipeline import fit, fit_method, load_method
 
-from conftest import write_category
+from conftest import unlabelled_copy, write_category
 
 PRE = Preprocessing(resize=96, crop=96)  # small inputs: fast, every layer still >= 3x3
 KEYS = {"name", "options", "image_auroc", "pixel_auroc", "pixel_aupr", "aupro", "fit_seconds", "predict_seconds",
@@ -132,3 +132,19 @@ def test_parse_methods_grammar():
         parse_methods("padim:channels")
     with pytest.raises(ParamError, match="at least one method"):
         parse_methods(" , ")
+
+
+def test_unlabelled_data_runs_methods_with_maps_and_refuses_image_only_ones(data, tmp_path):
+    root, _ = data
+    bare = unlabelled_copy(root, tmp_path / "bare", keep_defect_folders=False)
+    out = compare_category(bare, "widget", "padim,gaussian-ad", cache=tmp_path / "c", preprocessing=PRE,
+                           device="cpu", unlabelled=True)
+    padim, gad = out["methods"]
+    assert padim["image_auroc"] is None and padim["pixel_auroc"] is None and padim["metrics_note"]
+    assert padim["fit_seconds"] > 0 and "error" not in padim
+    assert "has no pixel maps" in gad["error"] and "no labels" in gad["error"]
+    # image labels from the defect folders (no masks): the image-level method has something to evaluate
+    folders = unlabelled_copy(root, tmp_path / "folders", keep_defect_folders=True)
+    r = fit_method(folders, "widget", "gaussian-ad", cache=tmp_path / "c", preprocessing=PRE, device="cpu",
+                   unlabelled=True)
+    assert 0 <= r.metrics["image_auroc"] <= 1 and r.metrics["pixel_auroc"] is None

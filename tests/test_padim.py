@@ -41,8 +41,12 @@ def test_per_position_gaussians_are_np_cov_plus_ridge(fitted):
         cov = np.cov(x, rowvar=False) + 0.01 * np.eye(5)
         p = i * 4 + j
         np.testing.assert_allclose(state.arrays["mean"][p], x.mean(0), atol=1e-6)
-        v, w = state.arrays["eigvecs"][p], state.arrays["eigvals"][p]
-        np.testing.assert_allclose((v * w) @ v.T, cov, rtol=1e-6, atol=1e-8)
+        W, w = state.arrays["whiten"][p].astype(np.float64), state.arrays["eigvals"][p]
+        np.testing.assert_allclose(w, np.linalg.eigvalsh(cov), rtol=1e-9)
+        # W whitens the position's Gaussian (W^T Sigma W = I) and is its inverse root (W W^T = Sigma^-1)
+        np.testing.assert_allclose(W.T @ cov @ W, np.eye(5), atol=1e-5)
+        np.testing.assert_allclose(W @ W.T, np.linalg.inv(cov), rtol=1e-5, atol=1e-6)
+    assert state.arrays["whiten"].dtype == np.float32 and state.arrays["eigvals"].dtype == np.float64
 
 
 def test_distance_and_components_against_scipy(fitted):
