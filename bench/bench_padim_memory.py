@@ -3,8 +3,8 @@
 The state's size does not depend on the images, only on the shapes: P = 56 x 56 positions and
 d = 550 channels of the 1792-channel layer1..3 embedding. Features are synthetic (seeded normal
 noise with the real layers' shapes, made batch by batch: nothing held), so the measure is the
-method's own: the streamed float64 sums, the chunked eigendecompositions, the float32 whitening
-matrices, and scoring one batch. Peak RSS by :class:`mvgviz.footprint.PeakMemory`.
+method's own: the streamed float64 sums, the chunked Cholesky factorisations, the float32 Cholesky
+factors, and scoring one batch. Peak RSS by :class:`mvgviz.footprint.PeakMemory`.
 
     OMP_NUM_THREADS=2 python bench/bench_padim_memory.py [--train 32] [--backbone wide_resnet50_2] [--json FILE]
 """
@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
 
 from mvgviz.backbones import get_spec
 from mvgviz.footprint import PeakMemory, _rss_kb
@@ -66,13 +69,12 @@ def main() -> None:
         score = model.scorer(state, "cpu", size=(224, 224))
         out = score(next(src.batches("test", model.layers, batch_size=args.batch_size)))
         assert torch.isfinite(out.maps).all()
-    p, d = state.arrays["whiten"].shape[:2]
+    p, d = state.arrays["cholesky"].shape[:2]
     res = {"backbone": args.backbone, "positions": int(p), "channels": int(d), "train_images": args.train,
            "rss_at_start_mb": round(start_mb, 1), "peak_fit_mb": fit_peak.rss_mb, "peak_score_mb": score_peak.rss_mb,
            "state_mb": round(state_mb, 1), "predicted_fit_mb": round(p * d * d * 12 / 2**20, 1),
            "fit_seconds": round(fit_s, 1), "memory_measure": fit_peak.how,
-           "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-                      f"{torch.get_num_threads()} threads"}
+           "machine": machine()}
     print(json.dumps(res, indent=1))
     if args.json:
         with open(args.json, "w") as f:
