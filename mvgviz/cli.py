@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agreement", action="store_true",
                    help="also measure per layer how many components exceed their train p99 at each pixel "
                         "(train-only set npca:5, and the oracle), and whether they agree on true anomalies")
+    p.add_argument("--beside", default=None, metavar="RESIZE/CROP",
+                   help="also fit the same layers at another input resolution (e.g. 512/448: every layer's map "
+                        "twice as fine) and report its metrics beside each layer's (fits it if needed)")
     p.add_argument("--subset", action="append", default=None, metavar="RULE",
                    help="a component-subset rule to evaluate beside the full model (repeatable), e.g. "
                         "drop_border:5 or npca:5; implies --variants with these rules only")
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _fit_from_args(args):
+def _fit_from_args(args, pre=None):
     from .pipeline import fit
     from .progress import TqdmProgress
     progress = TqdmProgress(quiet=args.quiet)
@@ -164,7 +167,7 @@ def _fit_from_args(args):
         from .cache import Store
         cache = Store(args.cache, verify=args.verify)
     from .data import Preprocessing
-    pre = Preprocessing(resize=getattr(args, "resize", 256), crop=getattr(args, "crop", 224))
+    pre = pre or Preprocessing(resize=getattr(args, "resize", 256), crop=getattr(args, "crop", 224))
     model = fit(args.data, args.category, backbone=args.backbone, layers=args.layers, weights=args.weights,
                 reg=args.reg, device=args.device, cache=cache, batch_size=args.batch_size, preprocessing=pre,
                 storage=args.storage, unlabelled=args.unlabelled, fingerprint=getattr(args, "fingerprint", "stat"),
@@ -229,6 +232,10 @@ def _dispatch(args) -> int:
         if args.curves:
             for lay, lm in zip(rep["layers"], model.layers.values()):
                 lay["curves"] = lm.curves
+        if args.beside:
+            other = _fit_from_args(args, _beside(args.beside))
+            for lay, lm in zip(rep["layers"], model.layers.values()):
+                lay["resolutions"] = [_at_resolution(model, lm), _at_resolution(other, other.layers[lm.name])]
         if args.agreement:
             from .agreement import layer_agreement
             for lay, lm in zip(rep["layers"], model.layers.values()):
@@ -250,6 +257,10 @@ def _dispatch(args) -> int:
                 tag = "  (oracle: reads test labels)" if v["oracle"] else ""
                 print(f"  {v['rule']:<18}{v['n_components']:>4} comps  {_num(v['image_auroc']):>9}"
                       f"{_num(v['pixel_auroc']):>10}{_num(v['pixel_aupr']):>8}{_num(v['aupro']):>8}{tag}")
+            for r in lay.get("resolutions", [])[1:]:
+                print(f"  at {r['resize']}/{r['crop']}: {'x'.join(map(str, r['feature_size']))} cells "
+                      f"({r['cell_pixels']} px of {r['crop']}) {_num(r['image_auroc']):>9}{_num(r['pixel_auroc']):>10}"
+                      f"{_num(r['pixel_aupr']):>8}{_num(r['aupro']):>8}")
             for name, a in lay.get("agreement", {}).items():
                 if name == "full_model":
                     continue
@@ -270,6 +281,24 @@ def _dispatch(args) -> int:
         from .export import run_export
         return run_export(args, _fit_from_args)
     raise AssertionError(args.command)
+
+
+def _beside(text: str):
+    """``--beside RESIZE/CROP`` -> a Preprocessing (its own errors name ``--beside``)."""
+    from .data import Preprocessing
+    resize, sep, crop = str(text).partition("/")
+    try:
+        return Preprocessing(resize=int(resize), crop=int(crop or resize))
+    except (ValueError, ParamError) as e:
+        raise ParamError("beside", f"must be RESIZE/CROP in pixels with CROP <= RESIZE, e.g. 512/448, got "
+                                   f"{text!r}" + (f" ({e})" if isinstance(e, ParamError) else "")) from None
+
+
+def _at_resolution(model, lm) -> dict:
+    """A layer's resolution and metrics (``report --beside``)."""
+    return {"resize": model.preprocessing.resize, "crop": model.preprocessing.crop,
+            "feature_size": list(lm.feature_size), "cell_pixels": lm.cell_pixels, **lm.metrics,
+            "metrics_note": lm.metrics_note}
 
 
 def _compare_command(args) -> int:

@@ -63,7 +63,7 @@ def compare_category(root: str | os.PathLike, category: str, methods: str | Sequ
             rows.append({**_error_row(name, opts, e), "label": f"{name}({_spell(opts)})" if opts else name})
             continue
         weights = r.weights
-        rows.append({**r.summary(), "label": label(name, r.options, backbone)})
+        rows.append({**r.summary(), "label": label(name, r.effective_options, backbone)})
     spent = progress.timings.get("backbone", 0.0) - before.get("backbone", 0.0)
     return {"category": category, "backbone": backbone, "weights": weights,
             "feature_seconds": round(spent, 3) if spent > 0 else None, "methods": rows}

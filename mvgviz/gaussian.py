@@ -165,25 +165,36 @@ class GaussianAccumulator:
     def update(self, x: torch.Tensor | np.ndarray) -> None:
         """x: (*B, m, C) samples, any float dtype; summed in float64."""
         import torch
-        x = _as_samples(x, self.c, self.batch_shape).to(self.device, torch.float64)
+        x = _as_samples(x, self.c, self.batch_shape)
         if x.shape[-2] == 0:
             return
-        if not torch.isfinite(x).all():
+        x = x.to(self.device, torch.float64, copy=True)  # a float64 copy, centred in place below
+        first = self.shift is None
+        shift = x.mean(-2) if first else self.shift
+        x.sub_(shift.unsqueeze(-2))
+        part = x.sum(-2)
+        # a NaN or an infinity anywhere in x reaches its Gaussian's sum (inf - inf = NaN): checking
+        # the (*B, C) sums finds it without a pass over x, before anything is added
+        if not torch.isfinite(part).all():
             raise FitError("features contain NaN or inf: check the input images and the backbone weights")
-        if self.shift is None:
-            self.batch_shape = tuple(x.shape[:-2])
-            self.shift = x.mean(-2)
-            self.s1 = torch.zeros_like(self.shift)
-            self.s2 = torch.zeros(*self.batch_shape, self.c, self.c, dtype=torch.float64, device=self.device)
-        x = x - self.shift.unsqueeze(-2)
-        self.n += x.shape[-2]
-        self.s1 += x.sum(-2)
-        if x.ndim == 2:
-            self.s2.addmm_(x.mT, x)  # in place: no second (C, C) array
-        else:  # (*B, m, C): one batched product added in place (no temporary of the sums' size)
-            m = x.shape[-2]
-            flat = x.reshape(-1, m, self.c)
-            self.s2.view(-1, self.c, self.c).baddbmm_(flat.mT, flat)
+        m = x.shape[-2]
+        flat = x.reshape(-1, m, self.c)
+        if first:  # the first chunk's products are the sums (no zero-filled array to add them to)
+            self.batch_shape, self.shift, self.s1 = tuple(x.shape[:-2]), shift, part
+            self.s2 = torch.bmm(flat.mT, flat).reshape(*self.batch_shape, self.c, self.c)
+        else:
+            self.s1 += part
+            self.s2.view(-1, self.c, self.c).baddbmm_(flat.mT, flat)  # in place: no temporary of the sums' size
+        self.n += m
+
+    def scatter_(self, index: slice) -> torch.Tensor:
+        """:meth:`scatter` of the Gaussians ``index`` computed in the sums' own memory and returned
+        as a view of it: the sums of those Gaussians are gone afterwards (PaDiM's chunked fit)."""
+        d = self.s1[index] / self.n
+        s2 = self.s2[index]
+        flat = s2.view(-1, self.c, self.c)
+        flat.baddbmm_(d.reshape(-1, self.c, 1), d.reshape(-1, 1, self.c), alpha=-self.n)
+        return s2
 
     def mean(self) -> torch.Tensor:
         """(*B, C) float64."""
@@ -193,7 +204,8 @@ class GaussianAccumulator:
         """sum (x - mu)(x - mu)^T, (*B, C, C) float64; ``index`` selects Gaussians along the
         first batch dimension (a slice: only those are computed, e.g. PaDiM's positions in chunks)."""
         d = self.s1[index] / self.n
-        return self.s2[index] - self.n * (d.unsqueeze(-1) * d.unsqueeze(-2))
+        import torch
+        return torch.addcmul(self.s2[index], d.unsqueeze(-1), d.unsqueeze(-2), value=-self.n)  # one new array
 
 
 def _as_samples(x, channels: int, batch_shape: tuple[int, ...] | None) -> torch.Tensor:

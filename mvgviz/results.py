@@ -305,6 +305,12 @@ class MethodResult(_EntryResults):
     def options(self) -> dict:
         return dict(self.meta["method"]["options"])
 
+    @property
+    def effective_options(self) -> dict:
+        """The options with what the fit resolved from the data (e.g. SPADE's default K capped at
+        the train set's size): ``state.meta["effective_options"]`` over :attr:`options`."""
+        return {**self.options, **(self.meta.get("state", {}).get("effective_options") or {})}
+
     @cached_property
     def method(self):
         """The method object, rebuilt from its options (``for_backbone(spec, **options)``)."""
@@ -348,7 +354,7 @@ class MethodResult(_EntryResults):
 
     def summary(self) -> dict:
         """This method's row of ``mvgviz compare --json``."""
-        return {"name": self.name, "options": self.options, **self.metrics, **{
+        return {"name": self.name, "options": self.effective_options, **self.metrics, **{
             k: v for k, v in self.cost.items() if k != "peak_gpu_memory_mb" or v is not None},
             "metrics_note": self.metrics_note, "cached": not self.computed}
 

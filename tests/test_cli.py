@@ -290,3 +290,20 @@ def test_a_closed_pipe_is_not_an_error(fitted, tmp_path):
     err = p.stderr.read().decode()
     p.wait(60)
     assert "error" not in err and "Traceback" not in err, err
+
+
+def test_report_beside_another_resolution(fitted, capsys):
+    root, cache = fitted
+    args = ["report", "--data", str(root), "--category", "widget", "--layers", "_blocks[10]", "--cache", str(cache),
+            "--device", "cpu", "--quiet", "--resize", "96", "--crop", "96"]
+    assert main(args + ["--json", "--beside", "160/128"]) == 0
+    lay = json.loads(capsys.readouterr().out)["layers"][0]
+    here, there = lay["resolutions"]
+    assert (here["crop"], there["crop"]) == (96, 128) and here["image_auroc"] == lay["image_auroc"]
+    assert here["feature_size"] == [6, 6] and there["feature_size"] == [8, 8] and there["cell_pixels"] == 16
+    from mvgviz.data import Preprocessing
+    from mvgviz.pipeline import load
+    other = load(root, "widget", layers="_blocks[10]", cache=cache, preprocessing=Preprocessing(160, 128))
+    assert there["pixel_auroc"] == other.layer("_blocks[10]").metrics["pixel_auroc"]
+    assert main(args + ["--beside", "100/300"]) == 2
+    assert "--beside must be RESIZE/CROP" in capsys.readouterr().err

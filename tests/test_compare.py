@@ -85,12 +85,15 @@ def test_the_papers_gaussian_shares_fits_entry(data):
 
 def test_a_method_that_cannot_run_says_why_and_the_others_run(data):
     root, cache = data
-    out = compare_category(root, "widget", "mvg,spade,padim", cache=cache, preprocessing=PRE, device="cpu")
-    assert [m["name"] for m in out["methods"]] == ["mvg", "spade", "padim"]
+    out = compare_category(root, "widget", "mvg,spade:k=9,padim,spade", cache=cache, preprocessing=PRE,
+                           device="cpu")
+    assert [m["name"] for m in out["methods"]] == ["mvg", "spade", "padim", "spade"]
     spade = out["methods"][1]
     assert spade["image_auroc"] is None and "option k" in spade["error"] and "train split has 8" in spade["error"]
-    for m in (out["methods"][0], out["methods"][2]):
+    for m in out["methods"][0], out["methods"][2], out["methods"][3]:
         assert KEYS <= set(m) and 0 <= m["image_auroc"] <= 1 and "error" not in m
+    # SPADE's default K: the seeds' 50, capped at the 8 train images, and says so
+    assert out["methods"][3]["options"]["k"] == 8 and out["methods"][3]["label"] == "spade(k=8)"
     with pytest.raises(ParamError) as e:
         _fm(data, "spade", options={"k": 9})
     assert e.value.param == "k"

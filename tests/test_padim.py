@@ -79,6 +79,12 @@ def test_blur_is_scipys_gaussian_filter():
     for k in range(2):
         np.testing.assert_allclose(got[k, 0], ndimage.gaussian_filter(x[k, 0], sigma=4), rtol=1e-10, atol=1e-12)
     assert gaussian_kernel(4.0).size == 33 and gaussian_kernel(4.0).sum() == pytest.approx(1.0)
+    # OpenCV on the CPU, torch convolutions elsewhere: both SciPy's, float32 too
+    x32 = rng.random((3, 2, 64, 50)).astype(np.float32)
+    fast, conv = blur(torch.from_numpy(x32), 4.0).numpy(), blur(torch.from_numpy(x32), 4.0, engine="torch").numpy()
+    ref = ndimage.gaussian_filter(x32.astype(np.float64), sigma=(0, 0, 4, 4))
+    np.testing.assert_allclose(fast, ref, atol=2e-6)
+    np.testing.assert_allclose(conv, ref, atol=2e-6)
     small = rng.random((1, 1, 5, 6))  # the kernel is wider than the map: mirrored again
     np.testing.assert_allclose(blur(torch.from_numpy(small), 4.0).numpy()[0, 0],
                                ndimage.gaussian_filter(small[0, 0], sigma=4), rtol=1e-10, atol=1e-12)
@@ -123,3 +129,15 @@ def test_for_backbone_defaults_round_trip_and_check():
         PaDiM(("l1", "l2"), channels=8).check(src)
     with pytest.raises(ParamError, match="no layer 'l3'"):
         PaDiM(("l1", "l3"), channels=2).check(src)
+
+
+def test_embedding_picks_channels_per_layer_like_the_whole_embedding():
+    from mvgviz.models.embedding import embed
+    rng = np.random.default_rng(5)
+    f = {k: torch.from_numpy(v) for k, v in _feats(rng, 3).items()}
+    whole = embed(f, ("l1", "l2"))
+    for idx in ([0, 2, 5], [6, 1, 3], [4], [3, 4, 5, 6]):  # sorted, unsorted, one layer only, the second only
+        t = torch.tensor(idx)
+        np.testing.assert_array_equal(embed(f, ("l1", "l2"), t).numpy(), whole.index_select(1, t).numpy())
+    with pytest.raises(IndexError, match="out of range"):
+        embed(f, ("l1", "l2"), torch.tensor([2, 7]))

@@ -201,7 +201,8 @@ def test_for_backbone_defaults_and_round_trip():
     r18, wr50, lite = get_spec("resnet18"), get_spec("wide_resnet50_2"), get_spec("efficientnet_lite0")
     m = SPADE.for_backbone(wr50)
     assert (m.image_layer, m.pixel_layers, m.k, m.kappa, m.sigma) == \
-        ("layer3", ("layer1", "layer2", "layer3"), 50, 1, 4.0)
+        ("layer3", ("layer1", "layer2", "layer3"), None, 1, 4.0)  # None: 50, capped at the train set's size
+    assert (m.k_for(200), m.k_for(40)) == (50, 40)
     assert m.layers == ("layer1", "layer2", "layer3")
     m = SPADE.for_backbone(r18)
     assert (m.image_layer, m.pixel_layers) == ("layer4", ("layer1", "layer2", "layer3"))
@@ -209,7 +210,7 @@ def test_for_backbone_defaults_and_round_trip():
     m = SPADE.for_backbone(lite)
     assert (m.image_layer, m.pixel_layers) == ("_blocks[15]", ("_blocks[2]", "_blocks[4]", "_blocks[10]"))
     assert m.options == {"image_layer": "_blocks[15]", "pixel_layers": ["_blocks[2]", "_blocks[4]", "_blocks[10]"],
-                         "k": 50, "kappa": 1, "sigma": 4.0}
+                         "k": None, "kappa": 1, "sigma": 4.0}
     for spec in (r18, wr50, lite):
         for kw in ({}, {"k": 10, "kappa": 3, "sigma": 2.5, "image_layer": spec.layers[1].name},
                    {"pixel_layers": [spec.layers[0].name, spec.layers[2].name]}):

@@ -70,14 +70,29 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
-def blur(maps: "torch.Tensor", sigma: float) -> "torch.Tensor":
+def blur(maps: "torch.Tensor", sigma: float, *, engine: str = "auto") -> "torch.Tensor":
     """(n, k, H, W) -> the same, blurred like ``scipy.ndimage.gaussian_filter(..., sigma, mode="reflect")``
-    on each map (separable, mirror-symmetric borders that repeat the edge pixel)."""
+    on each map (separable, mirror-symmetric borders that repeat the edge pixel).
+
+    On the CPU (float32/float64 maps wider than the kernel's radius) OpenCV's ``sepFilter2D`` with
+    ``BORDER_REFLECT`` (the same border), about 20x faster than a 1-channel torch convolution;
+    elsewhere (CUDA, maps smaller than the radius) torch convolutions. Both equal SciPy's to float
+    rounding (tested). ``engine="torch"`` forces the torch convolutions."""
     import torch
     import torch.nn.functional as F
     n, k, h, w = maps.shape
-    kern = torch.as_tensor(gaussian_kernel(sigma), dtype=maps.dtype, device=maps.device)
-    r = (kern.numel() - 1) // 2
+    kern64 = gaussian_kernel(sigma)
+    r = (kern64.size - 1) // 2
+    if engine == "auto" and maps.device.type == "cpu" and maps.dtype in (torch.float32, torch.float64) \
+            and r < min(h, w):
+        import cv2
+        src = maps.detach().contiguous().numpy().reshape(n * k, h, w)
+        out = np.empty_like(src)
+        kern = kern64.astype(src.dtype)
+        for i in range(n * k):
+            cv2.sepFilter2D(src[i], -1, kern, kern, dst=out[i], borderType=cv2.BORDER_REFLECT)
+        return torch.from_numpy(out.reshape(n, k, h, w))
+    kern = torch.as_tensor(kern64, dtype=maps.dtype, device=maps.device)
     x = maps.reshape(n * k, 1, h, w)
 
     def pad(t, dim):  # scipy's "reflect": d c b a | a b c d | d c b a (also when r exceeds the size)
@@ -183,7 +198,7 @@ class PaDiM:
             progress: "Progress | None" = None) -> State:
         import torch
 
-        from ..gaussian import GaussianAccumulator, reg_tag
+        from ..gaussian import FitError, GaussianAccumulator, reg_tag
         total = sum(features.feature_shape(l)[0] for l in self.layers_)
         h, w = features.feature_shape(self.layers_[0])[1:]
         keep = self.channel_subset(total)
@@ -196,12 +211,17 @@ class PaDiM:
         if acc.n < 2:
             raise ParamError("data", f"PaDiM's per-position covariance needs at least 2 train images, got {acc.n}")
         chol = np.empty((p, d, d), np.float32)
-        eye = torch.eye(d, dtype=torch.float64, device=acc.device)
         step = max(1, (64 * 2**20) // (d * d * 8))  # positions per chunk (~64 MiB of float64 each)
+        buf = torch.empty((min(step, p), d, d), dtype=torch.float64, device=acc.device)  # reused: touched once
+        info = torch.empty(min(step, p), dtype=torch.int32, device=acc.device)
         for a in range(0, p, step):
-            cov = acc.scatter(slice(a, a + step)) / (acc.n - 1) + self.eps * eye
-            chol[a:a + step] = torch.linalg.cholesky(0.5 * (cov + cov.mT)).to(torch.float32).cpu().numpy()
-            del cov
+            cov = acc.scatter_(slice(a, a + step)).div_(acc.n - 1)  # in the sums' own memory (no longer needed)
+            cov.diagonal(dim1=-2, dim2=-1).add_(self.eps)
+            k = cov.shape[0]
+            torch.linalg.cholesky_ex(cov, out=(buf[:k], info[:k]))  # reads the lower half
+            if bool(info[:k].any()):  # cannot happen with eps > 0 and finite features; say so if it does
+                raise FitError(f"PaDiM: a position's covariance + {self.eps} I is not positive definite")
+            torch.from_numpy(chol[a:a + k]).copy_(buf[:k])
         mean = acc.mean().cpu().numpy()
         n = acc.n
         del acc
@@ -223,7 +243,7 @@ class PaDiM:
             n, d = e.shape[:2]
             x = (e.permute(2, 3, 1, 0).reshape(h * w, d, n) - mean[:, :, None]).float()  # (P, d, n) centred
             y = torch.linalg.solve_triangular(chol, x, upper=False)      # (P, d, n) = L^-1 (x - mu)
-            m2 = y.double().square().sum(1).T.reshape(n, h, w).float()   # (n, h, w) squared distance
+            m2 = torch.linalg.vector_norm(y, dim=1, dtype=torch.float64).square_().T.reshape(n, h, w).float()  # M2
             comps = y.permute(2, 1, 0).reshape(n, d, h, w)               # (n, d, h, w)
             pixels = self.to_pixels(m2[:, None], size)[:, 0]             # (n, H, W) PaDiM's score map
             return BatchScores(image_scores=pixels.flatten(1).amax(1), maps=m2, components=comps, pixels=pixels)

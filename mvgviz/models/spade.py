@@ -3,7 +3,9 @@
 Image score (seed 002, 3.2.1): the test image's feature vector ``f_y`` is compared with the N train
 images' by Euclidean distance; its score is the mean *squared* distance to its K nearest train
 images, ``d(y) = 1/K sum_{x in N_K(f_y)} ||f_y - f_x||^2`` (K = 50: "the original paper uses K = 50
-and kappa = 1"). The image-level feature vector is one layer's map globally average-pooled over its
+and kappa = 1"; by default capped at the train set's size when it has fewer than 50 images, the K
+used recorded as the result's effective option; a K asked for that exceeds the train set is an
+error). The image-level feature vector is one layer's map globally average-pooled over its
 positions (``image_layer``, default the backbone's deepest layer here; see the notes).
 
 Pixel map (seed 002, 3.3.1; METHOD.md "The neighbouring methods"): each position p of the test
@@ -152,7 +154,8 @@ class SPADE:
     pixel_layers
         One or more layers, finest first, concatenated on the first one's grid for the pixel map.
     k
-        K, the number of nearest train images (50); at most the train set's size (:meth:`check`).
+        K, the number of nearest train images; None (default): 50, or the train set's size when it
+        is smaller (:meth:`k_for`); a number larger than the train set is an error (:meth:`check`).
     kappa
         The number of nearest gallery vectors averaged at each position (1); at most ``k``.
     sigma
@@ -161,7 +164,7 @@ class SPADE:
 
     image_layer: str
     pixel_layers: tuple[str, ...]
-    k: int = DEFAULT_K
+    k: int | None = None
     kappa: int = DEFAULT_KAPPA
     sigma: float = DEFAULT_SIGMA
 
@@ -180,9 +183,11 @@ class SPADE:
         object.__setattr__(self, "pixel_layers", tuple(pixel))
         for param in ("k", "kappa"):
             v = getattr(self, param)
+            if param == "k" and v is None:  # the seeds' 50, or the train set's size if smaller
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ParamError(param, f"must be a positive integer, got {v!r}")
-        if self.kappa > self.k:
+        if self.kappa > (DEFAULT_K if self.k is None else self.k):
             raise ParamError("kappa", f"must be at most k = {self.k} (the gallery at each position holds "
                                       f"the K nearest images' vectors), got {self.kappa}")
         if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float, np.floating)) \
@@ -190,7 +195,7 @@ class SPADE:
             raise ParamError("sigma", f"must be a finite number > 0, got {self.sigma!r}")
 
     @classmethod
-    def for_backbone(cls, spec, *, image_layer: str | None = None, pixel_layers=None, k: int = DEFAULT_K,
+    def for_backbone(cls, spec, *, image_layer: str | None = None, pixel_layers=None, k: int | None = None,
                      kappa: int = DEFAULT_KAPPA, sigma: float = DEFAULT_SIGMA) -> "SPADE":
         """The seed's SPADE on ``spec``: the image kNN on the deepest layer (or ``image_layer``), the
         pixel map on the first three layers (or ``pixel_layers``, finest first, a list or "a+b+c")."""
@@ -212,9 +217,17 @@ class SPADE:
         check_layers(self.pixel_layers, features, "pixel_layers")
         check_layers((self.image_layer,), features, "image_layer")
         n = features.n_images("train")
-        if self.k > n:
+        if self.k is not None and self.k > n:
             raise ParamError("k", f"must be at most the train set's size: K = {self.k} nearest train images "
                                   f"were asked for, the train split has {n}")
+        if self.kappa > self.k_for(n):
+            raise ParamError("kappa", f"must be at most K = {self.k_for(n)} (the train split has {n} images), "
+                                      f"got {self.kappa}")
+
+    def k_for(self, n_train: int) -> int:
+        """The K used with ``n_train`` train images: ``k``, or by default the seeds' 50 capped at
+        the train set's size (recorded in the state: ``meta["effective_options"]``)."""
+        return min(DEFAULT_K, n_train) if self.k is None else int(self.k)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -222,7 +235,8 @@ class SPADE:
 
     @property
     def options(self) -> dict:
-        return {"image_layer": self.image_layer, "pixel_layers": list(self.pixel_layers), "k": int(self.k),
+        return {"image_layer": self.image_layer, "pixel_layers": list(self.pixel_layers),
+                "k": None if self.k is None else int(self.k),
                 "kappa": int(self.kappa), "sigma": float(self.sigma)}
 
     def embed(self, feats: dict) -> "torch.Tensor":
@@ -254,8 +268,8 @@ class SPADE:
         return State(arrays={"pooled": pooled, "gallery": gallery},
                      meta={"grid": [int(h), int(w)], "n_train": int(n), "image_layer": self.image_layer,
                            "pixel_layers": list(self.pixel_layers), "embedding_channels": int(c),
-                           "pooled_channels": int(d), "k": int(self.k), "kappa": int(self.kappa),
-                           "distance": "squared euclidean"})
+                           "pooled_channels": int(d), "k": self.k_for(n), "kappa": int(self.kappa),
+                           "distance": "squared euclidean", "effective_options": {"k": self.k_for(n)}})
 
     def scorer(self, state: State, device, *, size: tuple[int, int]):
         """``score(feats) -> BatchScores``: the kNN image scores and the (n, h, w) pixel maps of a batch."""
@@ -263,16 +277,17 @@ class SPADE:
         bank = torch.as_tensor(np.asarray(state.arrays["pooled"]), dtype=torch.float64, device=device)  # (N, D)
         gallery = torch.as_tensor(np.asarray(state.arrays["gallery"]), dtype=torch.float32, device=device)
         n_train = gallery.shape[0]
-        if self.k > n_train:
+        if self.k is not None and self.k > n_train:
             raise ParamError("k", f"must be at most the train set's size: K = {self.k}, the state holds "
                                   f"{n_train} train images")
+        k = self.k_for(n_train)
 
         def score(feats: dict) -> BatchScores:
             e = self.embed(feats).to(device=gallery.device, dtype=torch.float32)  # (n, C, h, w)
             if e.shape[1:] != gallery.shape[1:]:
                 raise ValueError(f"the embedding's shape {tuple(e.shape[1:])} differs from the fitted "
                                  f"gallery's {tuple(gallery.shape[1:])}")
-            d2, idx = image_knn(pool(feats[self.image_layer]).to(bank.device), bank, self.k)  # (n, K) each
+            d2, idx = image_knn(pool(feats[self.image_layer]).to(bank.device), bank, k)  # (n, K) each
             maps = position_knn(e, gallery, idx, self.kappa)                                # (n, h, w)
             return BatchScores(image_scores=d2.mean(1), maps=maps)
 
