@@ -320,6 +320,26 @@ class MethodResult(_EntryResults):
     def has_image_components(self) -> bool:
         return Names.image_components("test") in self.entry.arrays
 
+    @property
+    def has_components(self) -> bool:
+        """Whether the entry holds per-position whitened components (:meth:`components`)."""
+        return Names.components("test") in self.entry.arrays
+
+    @property
+    def components_per_position(self) -> bool:
+        """Whether a component index means a different direction at each position (one Gaussian
+        per feature position, e.g. PaDiM: the state's eigenvalues hold one spectrum per position)."""
+        shape = (self.entry.info.get(Names.state("eigvals")) or {}).get("shape")
+        return shape is not None and len(shape) >= 2
+
+    def components(self, split: str, images=None, components=None) -> np.ndarray:
+        """(n, k, h, w) float32 whitened components at feature resolution (their squares add up to
+        :meth:`maps` with ``upsampled=False``); a ValueError for a method without them."""
+        if not self.has_components:
+            raise ValueError(f"method {self.name!r} has no per-position components")
+        out = self.entry.array(Names.components(split))[_index(images)]
+        return np.asarray(out[:, _index(components)], dtype=np.float32)
+
     def n_images(self, split: str) -> int:
         return int(self.entry.array(Names.image_scores(split)).shape[0])
 
