@@ -9,27 +9,16 @@ from mvgviz.explain import (cell_figure, component_maps, component_names, compon
                             decompose_image, image_figure, top_images, top_images_figure)
 from mvgviz.results import Names
 
+from methods_helpers import fit_methods, imagelevel_registered
+
 PIXELS = ((0, 0), (223, 223), (0, 223), (100, 57), (13, 200), (112, 112))
 
 
 @pytest.fixture(scope="module")
-def imagelevel_registered():
-    """Gaussian-AD and OPCA in the registry (a no-op once main registers them)."""
-    from mvgviz.models import METHODS
-    from mvgviz.models.gaussian_ad import GaussianAD
-    from mvgviz.models.opca import OPCA
-    with pytest.MonkeyPatch.context() as mp:
-        for cls in (GaussianAD, OPCA):
-            mp.setitem(METHODS, cls.name, cls)
-        yield
-
-
-@pytest.fixture(scope="module")
-def results(demo_root, demo_cache, demo_model, imagelevel_registered):
+def results(demo_root, demo_cache, demo_model):
     """The demo category's methods with explanations, fitted once into the session's demo cache."""
-    from mvgviz.pipeline import fit_method
-    return {name: fit_method(demo_root, "brick", name, cache=demo_cache, device="cpu")
-            for name in ("mvg", "mvg-concat", "padim", "mvg-sum", "gaussian-ad", "opca")}
+    with imagelevel_registered():
+        yield fit_methods(demo_root, demo_cache)
 
 
 def _raw(r, name):
