@@ -24,8 +24,9 @@ __version__ = "0.3.0"
 
 # public name -> module that defines it
 _API = {
-    "fit": "pipeline", "load": "pipeline",
-    "Model": "results", "LayerModel": "results",
+    "fit": "pipeline", "load": "pipeline", "fit_method": "pipeline", "load_method": "pipeline",
+    "compare_category": "compare",
+    "Model": "results", "LayerModel": "results", "MethodResult": "results",
     "load_category": "data", "Preprocessing": "data", "DataError": "data",
     "fit_gaussian": "gaussian", "Gaussian": "gaussian",
     "Whitener": "whitening", "ScaleStats": "whitening",
@@ -33,7 +34,7 @@ _API = {
     "auroc": "metrics", "average_precision": "metrics", "aupro": "metrics", "pixel_metrics": "metrics",
     "upsample": "metrics",
     "component_aurocs": "ranking",
-    "MVG": "models", "State": "models", "METHODS": "models",
+    "MVG": "models", "State": "models", "METHODS": "models", "build_method": "models",
     "GridSpec": "render", "grid_data": "render", "render_raster": "render", "render_figure": "render",
     "export_figure": "export",
     "decompose_pixel": "inspect",
@@ -59,6 +60,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # for static analysis and IDEs
     from .cache import Store
+    from .compare import compare_category
     from .data import DataError, Preprocessing, load_category
     from .demo import make_demo_dataset
     from .evaluation import evaluate
@@ -66,9 +68,9 @@ if TYPE_CHECKING:  # for static analysis and IDEs
     from .gaussian import Gaussian, fit_gaussian
     from .inspect import decompose_pixel
     from .metrics import aupro, auroc, average_precision, pixel_metrics, upsample
-    from .models import METHODS, MVG, State
-    from .pipeline import fit, load
+    from .models import METHODS, MVG, State, build_method
+    from .pipeline import fit, fit_method, load, load_method
     from .ranking import component_aurocs
     from .render import GridSpec, grid_data, render_figure, render_raster
-    from .results import LayerModel, Model
+    from .results import LayerModel, MethodResult, Model
     from .whitening import ScaleStats, Whitener

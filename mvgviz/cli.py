@@ -304,20 +304,22 @@ def _compare_command(args) -> int:
         if "error" in r:
             continue
         print(f"{r['category']}  backbone {r['backbone']}  weights {r['weights']}")
-        print(f"  {'method':<24}{'img AUROC':>10}{'px AUROC':>10}{'AUPR':>8}{'AUPRO':>8}{'fit s':>9}"
+        lw = max([len("method")] + [len(m["label"]) for m in r["methods"]]) + 2
+        print(f"  {'method':<{lw}}{'img AUROC':>10}{'px AUROC':>10}{'AUPR':>8}{'AUPRO':>8}{'fit s':>9}"
               f"{'predict s':>11}{'peak MB':>9}")
         for m in r["methods"]:
             secs = [("n/a" if m[k] is None else f"{m[k]:.2f}") for k in ("fit_seconds", "predict_seconds")]
             mem = "n/a" if m["peak_memory_mb"] is None else f"{m['peak_memory_mb']:.0f}"
-            print(f"  {m['label']:<24}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}"
+            print(f"  {m['label']:<{lw}}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}"
                   f"{_num(m['pixel_aupr']):>8}{_num(m['aupro']):>8}{secs[0]:>9}{secs[1]:>11}{mem:>9}"
                   f"{'  (cached)' if m.get('cached') else ''}")
         for note in sorted({m["metrics_note"] for m in r["methods"] if m.get("metrics_note")}):
             print(f"  n/a: {note}")
     if "mean" in out and len(results) > 1:
         print("mean over categories")
+        lw = max([len("method")] + [len(name) for name in out["mean"]]) + 2
         for name, m in out["mean"].items():
-            print(f"  {name:<24}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}{_num(m['pixel_aupr']):>8}"
+            print(f"  {name:<{lw}}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}{_num(m['pixel_aupr']):>8}"
                   f"{_num(m['aupro']):>8}  ({m['n_categories']} categor{'y' if m['n_categories'] == 1 else 'ies'})")
     return 2 if errors else 0
 

@@ -15,7 +15,7 @@ run on the configuration (SPADE's K larger than the train set, a layer the backb
 mean of each metric per method over the categories where it is defined.
 
 Times: ``fit_seconds`` is the method's fit on the cached features, ``predict_seconds`` the scoring
-of the test split's cached features plus bringing its maps to the pixels; the backbone's pass is
+of the test split's cached features: image scores and the maps at the pixels; the backbone's pass is
 shared by every method and reported once per category (``feature_seconds``, null when it came
 from the cache). ``peak_memory_mb`` is the process's peak RSS while the method ran
 (:mod:`mvgviz.footprint`): in one process it includes what earlier work left allocated; the

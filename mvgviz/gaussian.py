@@ -178,16 +178,22 @@ class GaussianAccumulator:
         x = x - self.shift.unsqueeze(-2)
         self.n += x.shape[-2]
         self.s1 += x.sum(-2)
-        self.s2 += x.mT @ x
+        if x.ndim == 2:
+            self.s2.addmm_(x.mT, x)  # in place: no second (C, C) array
+        else:  # (*B, m, C): one batched product added in place (no temporary of the sums' size)
+            m = x.shape[-2]
+            flat = x.reshape(-1, m, self.c)
+            self.s2.view(-1, self.c, self.c).baddbmm_(flat.mT, flat)
 
     def mean(self) -> torch.Tensor:
         """(*B, C) float64."""
         return self.shift + self.s1 / self.n
 
-    def scatter(self) -> torch.Tensor:
-        """sum (x - mu)(x - mu)^T, (*B, C, C) float64."""
-        d = self.s1 / self.n
-        return self.s2 - self.n * (d.unsqueeze(-1) * d.unsqueeze(-2))
+    def scatter(self, index=slice(None)) -> torch.Tensor:
+        """sum (x - mu)(x - mu)^T, (*B, C, C) float64; ``index`` selects Gaussians along the
+        first batch dimension (a slice: only those are computed, e.g. PaDiM's positions in chunks)."""
+        d = self.s1[index] / self.n
+        return self.s2[index] - self.n * (d.unsqueeze(-1) * d.unsqueeze(-2))
 
 
 def _as_samples(x, channels: int, batch_shape: tuple[int, ...] | None) -> torch.Tensor:
@@ -258,7 +264,7 @@ def fit_gaussian(x: Callable[[], Iterable[torch.Tensor | np.ndarray]] | torch.Te
             cov = cov + eps * eye
     cov = 0.5 * (cov + cov.mT)
     w, v = torch.linalg.eigh(cov)  # ascending, per Gaussian
-    floor = c * np.finfo(np.float64).eps * w.amax(-1).clamp(min=0.0)  # (*B)
+    floor = eigval_floor(w)  # (*B)
     w = torch.where(w > floor.unsqueeze(-1), w, torch.zeros_like(w))
     batched = bool(acc.batch_shape)
 
@@ -268,6 +274,18 @@ def fit_gaussian(x: Callable[[], Iterable[torch.Tensor | np.ndarray]] | torch.Te
     return Gaussian(mean=mu.cpu().numpy(), cov=cov.cpu().numpy(), eigvals=w.cpu().numpy(),
                     eigvecs=v.cpu().numpy(), floor=out(floor), n_samples=acc.n, reg=reg_tag(reg),
                     shrinkage=out(shrinkage))
+
+
+def eigval_floor(w: torch.Tensor) -> torch.Tensor:
+    """(*B) the floor at or below which eigenvalues (*B, C) count as 0: ``C eps max(w)``."""
+    return w.shape[-1] * np.finfo(np.float64).eps * w.amax(-1).clamp(min=0.0)
+
+
+def floor_eigvals(w: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (*B, C) with those at or below :func:`eigval_floor` set to 0."""
+    import torch
+    floor = eigval_floor(w).unsqueeze(-1)
+    return torch.where(w > floor, w, torch.zeros_like(w))
 
 
 def _ledoit_wolf(chunks_fn, acc: GaussianAccumulator, mu: torch.Tensor,

@@ -169,7 +169,7 @@ class _EntryResults:
     @property
     def cost(self) -> dict:
         """``fit_seconds`` (the method's fit on cached features), ``predict_seconds`` (scoring the
-        test split's cached features and bringing its maps to the pixels), ``peak_memory_mb`` (the
+        test split's cached features: image scores and the maps at the pixels), ``peak_memory_mb`` (the
         process's peak RSS while the method ran, :class:`mvgviz.footprint.PeakMemory`), and on
         CUDA ``peak_gpu_memory_mb``; None for entries written before they were recorded."""
         c = self.meta.get("cost") or {}

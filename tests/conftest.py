@@ -50,6 +50,20 @@ def write_category(root: Path, name: str = "widget", *, n_train=6, n_good=2, def
     return cat
 
 
+def unlabelled_copy(src, dst, *, keep_defect_folders: bool, name: str = "widget"):
+    """The tiny category without ground truth: either defect folders without masks, or every
+    test image directly in test/ (no labels at all)."""
+    import shutil
+    shutil.copytree(src / name / "train", dst / name / "train")
+    test = dst / name / "test"
+    for folder in sorted((src / name / "test").iterdir()):
+        for img in sorted(folder.iterdir()):
+            target = test / folder.name / img.name if keep_defect_folders else test / f"{folder.name}_{img.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(img, target)
+    return dst
+
+
 @pytest.fixture
 def tiny_root(tmp_path):
     write_category(tmp_path / "data")

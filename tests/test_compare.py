@@ -13,7 +13,7 @@ from mvgviz.data import Preprocessing
 from mvgviz.models import parse_methods
 from mvgviz.pipeline import fit, fit_method, load_method
 
-from conftest import write_category
+from conftest import unlabelled_copy, write_category
 
 PRE = Preprocessing(resize=96, crop=96)  # small inputs: fast, every layer still >= 3x3
 KEYS = {"name", "options", "image_auroc", "pixel_auroc", "pixel_aupr", "aupro", "fit_seconds", "predict_seconds",
@@ -34,7 +34,7 @@ def _fm(data, method, **kw):
 
 
 @pytest.mark.parametrize("method,options", [("padim", {}), ("spade", {"k": 4}), ("mvg-sum", {}),
-                                            ("mvg-concat", {})])
+                                            ("mvg-concat", {}), ("opca", {})])
 def test_metrics_are_sklearns_on_the_maps_shown(data, method, options):
     r = _fm(data, method, options=options)
     labels = r.data.labels("test")
@@ -44,6 +44,23 @@ def test_metrics_are_sklearns_on_the_maps_shown(data, method, options):
     assert r.metrics["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
     cost = r.cost
     assert cost["fit_seconds"] > 0 and cost["predict_seconds"] > 0 and cost["peak_memory_mb"] > 50
+
+
+def test_image_level_gaussians_store_their_explanation(data):
+    r = _fm(data, "gaussian-ad")
+    assert not r.has_maps and r.metrics["pixel_auroc"] is None and "no pixel maps" in r.metrics_note
+    labels = r.data.labels("test")
+    assert r.metrics["image_auroc"] == pytest.approx(roc_auc_score(labels, r.image_scores("test")), abs=1e-12)
+    groups = r.component_groups
+    assert [g for g, _ in groups] == ["_blocks[2]", "_blocks[4]", "_blocks[10]", "_blocks[15]"]
+    y = r.image_components("test").astype(np.float64)
+    assert y.shape == (len(labels), sum(n for _, n in groups))
+    # the score is the sum over levels of the distances: the root of each group's sum of squares
+    ends = np.cumsum([0] + [n for _, n in groups])
+    dist = sum(np.sqrt((y[:, a:b] ** 2).sum(1)) for a, b in zip(ends[:-1], ends[1:]))
+    np.testing.assert_allclose(dist, r.image_scores("test"), rtol=1e-4)
+    with pytest.raises(ValueError, match="no pixel maps"):
+        r.maps("test")
 
 
 def test_second_call_reads_the_cache_and_options_are_part_of_the_key(data):
@@ -115,3 +132,19 @@ def test_parse_methods_grammar():
         parse_methods("padim:channels")
     with pytest.raises(ParamError, match="at least one method"):
         parse_methods(" , ")
+
+
+def test_unlabelled_data_runs_methods_with_maps_and_refuses_image_only_ones(data, tmp_path):
+    root, _ = data
+    bare = unlabelled_copy(root, tmp_path / "bare", keep_defect_folders=False)
+    out = compare_category(bare, "widget", "padim,gaussian-ad", cache=tmp_path / "c", preprocessing=PRE,
+                           device="cpu", unlabelled=True)
+    padim, gad = out["methods"]
+    assert padim["image_auroc"] is None and padim["pixel_auroc"] is None and padim["metrics_note"]
+    assert padim["fit_seconds"] > 0 and "error" not in padim
+    assert "has no pixel maps" in gad["error"] and "no labels" in gad["error"]
+    # image labels from the defect folders (no masks): the image-level method has something to evaluate
+    folders = unlabelled_copy(root, tmp_path / "folders", keep_defect_folders=True)
+    r = fit_method(folders, "widget", "gaussian-ad", cache=tmp_path / "c", preprocessing=PRE, device="cpu",
+                   unlabelled=True)
+    assert 0 <= r.metrics["image_auroc"] <= 1 and r.metrics["pixel_auroc"] is None

@@ -41,8 +41,10 @@ def test_per_position_gaussians_are_np_cov_plus_ridge(fitted):
         cov = np.cov(x, rowvar=False) + 0.01 * np.eye(5)
         p = i * 4 + j
         np.testing.assert_allclose(state.arrays["mean"][p], x.mean(0), atol=1e-6)
-        v, w = state.arrays["eigvecs"][p], state.arrays["eigvals"][p]
-        np.testing.assert_allclose((v * w) @ v.T, cov, rtol=1e-6, atol=1e-8)
+        L = state.arrays["cholesky"][p].astype(np.float64)
+        np.testing.assert_array_equal(L, np.tril(L))
+        np.testing.assert_allclose(L, np.linalg.cholesky(cov), rtol=1e-6, atol=1e-7)  # float32 storage
+    assert state.arrays["cholesky"].dtype == np.float32 and state.arrays["mean"].dtype == np.float64
 
 
 def test_distance_and_components_against_scipy(fitted):
@@ -56,8 +58,13 @@ def test_distance_and_components_against_scipy(fitted):
         inv = np.linalg.inv(np.cov(x, rowvar=False) + 0.01 * np.eye(5))
         ref = mahalanobis(emb[k, :, i, j], x.mean(0), inv)
         assert float(out.maps[k, i, j]) == pytest.approx(ref ** 2, rel=1e-5)  # maps hold M2 = distance**2
-        # the explanation: the components' squares add up to the squared distance
+        # the explanation: the components' squares add up to the squared distance, and they are the
+        # Cholesky (sequential) whitening L^-1 (x - mu) of Sigma_ij + eps I = L L^T
         assert float((out.components[k, :, i, j].double() ** 2).sum()) == pytest.approx(ref ** 2, rel=1e-5)
+        L = np.linalg.cholesky(np.cov(x, rowvar=False) + 0.01 * np.eye(5))
+        np.testing.assert_allclose(out.components[k, :, i, j].numpy(), np.linalg.solve(L, emb[k, :, i, j] - x.mean(0)),
+                                   rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(out.pixels.numpy(), model.to_pixels(out.maps[:, None], (16, 16))[:, 0].numpy())
     pix = model.to_pixels(out.maps[:, None], (16, 16))[:, 0]  # PaDiM's score: blurred upsampled distance
     np.testing.assert_allclose(out.image_scores.numpy(), pix.flatten(1).amax(1).numpy())
     from mvgviz.metrics import upsample
@@ -80,7 +87,7 @@ def test_blur_is_scipys_gaussian_filter():
 def test_batch_size_changes_nothing(fitted):
     src, model, state = fitted
     other = model.fit(src, device="cpu", batch_size=1)
-    np.testing.assert_allclose(other.arrays["eigvals"], state.arrays["eigvals"], rtol=1e-10)
+    np.testing.assert_allclose(other.arrays["cholesky"], state.arrays["cholesky"], rtol=1e-6, atol=1e-7)
 
 
 def test_options_and_errors():

@@ -10,7 +10,7 @@ from mvgviz import pipeline
 from mvgviz.cache import Store
 from mvgviz.pipeline import fit
 
-from conftest import write_category
+from conftest import unlabelled_copy, write_category
 
 LAYERS = "_blocks[4],_blocks[10]"
 
@@ -254,25 +254,11 @@ def test_load_reads_the_cache_without_computing_or_importing_torch(tiny, tmp_pat
     assert out == ["True", "False"]
 
 
-def _unlabelled_copy(src, dst, *, keep_defect_folders: bool):
-    """The tiny category without ground truth: either defect folders without masks, or every
-    test image directly in test/ (no labels at all)."""
-    import shutil
-    shutil.copytree(src / "widget" / "train", dst / "widget" / "train")
-    test = dst / "widget" / "test"
-    for folder in sorted((src / "widget" / "test").iterdir()):
-        for img in sorted(folder.iterdir()):
-            target = test / folder.name / img.name if keep_defect_folders else test / f"{folder.name}_{img.name}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(img, target)
-    return dst
-
-
 @pytest.mark.parametrize("keep_defect_folders", [True, False])
 def test_unlabelled_data_fits_with_metrics_not_available(tiny, tmp_path, keep_defect_folders, capsys):
     from mvgviz.cli import main
     from mvgviz.data import MissingLabels
-    root = _unlabelled_copy(tiny[0], tmp_path / "data", keep_defect_folders=keep_defect_folders)
+    root = unlabelled_copy(tiny[0], tmp_path / "data", keep_defect_folders=keep_defect_folders)
     with pytest.raises(MissingLabels):
         fit(root, "widget", layers="_blocks[10]", cache=tmp_path / "c", device="cpu")
     assert main(["report", "--data", str(root), "--category", "widget", "--layers", "_blocks[10]",

@@ -7,6 +7,10 @@
   embeddings.
 - :class:`~mvgviz.models.spade.SPADE`: image kNN on pooled features, same-position pixel kNN among the
   K nearest train images.
+- :class:`~mvgviz.models.gaussian_ad.GaussianAD`: Rippel et al.'s image-level Gaussians on globally
+  pooled features, one per level (full, PCA, NPCA), distances summed.
+- :class:`~mvgviz.models.opca.OPCA`: Wang et al.'s smallest-variance principal components (5 % of
+  the variance) per layer; image scores summed, maps averaged.
 
 :func:`build_method` makes a method by name with the seeds' defaults for a backbone;
 :func:`parse_methods` reads the command line's ``--methods`` list.
@@ -20,9 +24,11 @@ from ..conventions import ParamError
 from .base import BatchScores, FeatureSource, Method, State
 from .mvg import MVG, MVGConcat, MVGSum
 from .padim import PaDiM
+from .gaussian_ad import GaussianAD
+from .opca import OPCA
 from .spade import SPADE
 
-METHODS = {m.name: m for m in (MVG, MVGSum, MVGConcat, PaDiM, SPADE)}
+METHODS = {m.name: m for m in (MVG, MVGSum, MVGConcat, PaDiM, SPADE, GaussianAD, OPCA)}
 
 
 def method_options(name: str) -> list[str]:
@@ -78,5 +84,5 @@ def parse_methods(text: str, *, param: str = "methods") -> list[tuple[str, dict]
     return out
 
 
-__all__ = ["BatchScores", "FeatureSource", "METHODS", "MVG", "MVGConcat", "MVGSum", "Method", "PaDiM", "SPADE", "State", "build_method",
+__all__ = ["BatchScores", "FeatureSource", "GaussianAD", "METHODS", "MVG", "MVGConcat", "MVGSum", "Method", "OPCA", "PaDiM", "SPADE", "State", "build_method",
            "method_options", "parse_methods"]

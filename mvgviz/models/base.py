@@ -66,6 +66,9 @@ class BatchScores:
     maps: "torch.Tensor | None" = None
     components: "torch.Tensor | None" = None
     image_components: "torch.Tensor | None" = None  # (n, K): see the module's docstring
+    # (n, H, W): ``to_pixels(maps)`` when the scorer computed it anyway (e.g. for the image score);
+    # the pipeline times it as part of predicting and does not compute it again for that
+    pixels: "torch.Tensor | None" = None
 
 
 class FeatureSource(Protocol):

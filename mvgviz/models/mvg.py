@@ -76,8 +76,8 @@ class _PooledGaussian:
 
         def score(feats: dict) -> BatchScores:
             y, m2 = whitener.with_m2(self._input(feats))  # (n, C, h, w), (n, h, w) summed in float64
-            image_scores = self.to_pixels(m2[:, None], size).flatten(1).amax(1)  # (n,) max of upsampled M2
-            return BatchScores(image_scores=image_scores, maps=m2, components=y)
+            pixels = self.to_pixels(m2[:, None], size)[:, 0]  # (n, H, W) the scored map
+            return BatchScores(image_scores=pixels.flatten(1).amax(1), maps=m2, components=y, pixels=pixels)
 
         return score
 
@@ -244,7 +244,8 @@ class MVGSum:
                 total = px if total is None else total + px
                 s = px.flatten(1).amax(1).double()                       # this layer's image score
                 image = s if image is None else image + s
-            return BatchScores(image_scores=image, maps=total.to(torch.float32))
+            total = total.to(torch.float32)
+            return BatchScores(image_scores=image, maps=total, pixels=total)
 
         return score
 

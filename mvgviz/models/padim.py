@@ -5,22 +5,36 @@ nearest-neighbour upsampling (PaDiM's block repetition for integer factors), con
 fixed random subset of ``n_channels`` channels (seeded; 100 of 448 for ResNet-18, 550 of 1792 for
 WideResNet-50-2, and 100/448 of the total for other backbones). At each of the P = h*w positions, a
 Gaussian over the N train images' embeddings at that position, ``Sigma_ij + eps I`` (``eps`` = 0.01),
-fitted with the batched streaming fit (:func:`mvgviz.gaussian.fit_gaussian`, leading dimension P).
+fitted with the streamed float64 sums of :class:`mvgviz.gaussian.GaussianAccumulator` (leading dimension P).
 
-Scores: the maps are ``M2 = ||y||^2`` at each position, with ``y`` the position's whitened embedding
-(PCA whitening, as the paper's model: the explanation is exact, the components' squares add up to
-M2). They reach the pixels as PaDiM's score: the Mahalanobis distance ``sqrt(M2)``, upsampled
-bilinear and blurred with ``sigma`` = 4 (SciPy's ``gaussian_filter``: truncate 4, mirror-symmetric
-borders); image score = the maximum of that map.
+Scores: with ``Sigma_ij + eps I = L L^T`` (batched Cholesky), the components of a position's
+embedding ``x`` are ``y = L^-1 (x - mu)`` (a batched triangular solve: no explicit inverse, no
+per-position Python loop), and the map holds ``M2 = ||y||^2``, the squared Mahalanobis distance.
+They reach the pixels as PaDiM's score: the distance ``sqrt(M2)``, upsampled bilinear and blurred
+with ``sigma`` = 4 (SciPy's ``gaussian_filter``: truncate 4, mirror-symmetric borders); image
+score = the maximum of that map.
 
-Memory: the state holds P Gaussians of d channels: ``eigvecs`` P*d*d float64 (for WideResNet-50-2
-at 224: 3136 x 550 x 550 x 8 B = 7.6 GB, plus the fit's covariance of the same size while fitting);
-the scorer holds one more array of that size, the whitening matrices). ResNet-18 (d = 100): 0.25 GB;
-EfficientNet-Lite0 (d = 39): 38 MB. Fitting WideResNet-50-2 on a 24 GiB machine needs float32
-whitening matrices and no kept covariance: not done yet.
+The explanation: ``y`` is the Cholesky (sequential) whitening of the position's embedding: ``y_c``
+is embedding channel c's standardised residual given the channels before it in the subset's
+order, and the squares add up to M2 exactly. Unlike the paper's PCA whitening (one Gaussian per
+layer, components ordered by variance), PaDiM has one Gaussian per position, so PCA components
+would be different directions at every position; the Cholesky components are tied to the same
+embedding channels everywhere, which makes per-component maps comparable across positions (and
+costs a Cholesky instead of an eigendecomposition: 10x less time).
 
-State arrays: ``mean`` (P, d), ``eigvals`` (P, d), ``eigvecs`` (P, d, d), ``channels`` (d,) the
-chosen embedding channels; meta: layers, grid (h, w), eps, sigma, seed.
+Memory: the fit streams the train split once into float64 sums: (P, d, d) of them, added in
+place (no temporary of that size); the Cholesky factors are taken over chunks of positions and
+kept in float32, the state the scorer uses as it is (no second copy). Peak, beyond one batch of
+features: ``P d^2 (8 + 4)`` bytes. WideResNet-50-2 at 224 (P = 3136, d = 550): 7.6 GB of sums +
+3.8 GB of factors = 11.4 GB, on a 24 GiB machine 12 GiB to spare (measured: BENCHMARKS.md);
+ResNet-18 (d = 100): 0.38 GB; EfficientNet-Lite0 (d = 39): 57 MB. Scoring holds the factors
+(3.8 GB for WideResNet-50-2) and one batch. The solve runs in float32 and each map sums its
+squared components in float64 (relative error ~1e-5 against float64, tested; far below any
+metric's resolution).
+
+State arrays: ``mean`` (P, d) float64, ``cholesky`` (P, d, d) float32 lower-triangular factors
+of ``Sigma_ij + eps I``, ``channels`` (d,) the chosen embedding channels; meta: grid, n_samples,
+reg, embedding_channels.
 """
 
 from __future__ import annotations
@@ -169,43 +183,50 @@ class PaDiM:
             progress: "Progress | None" = None) -> State:
         import torch
 
-        from ..gaussian import fit_gaussian
+        from ..gaussian import GaussianAccumulator, reg_tag
         total = sum(features.feature_shape(l)[0] for l in self.layers_)
         h, w = features.feature_shape(self.layers_[0])[1:]
         keep = self.channel_subset(total)
         idx = torch.as_tensor(keep, device=device)
-
-        def batches():  # (P, n, d) per batch: P Gaussians, channels last
-            for b in features.batches("train", self.layers, batch_size=batch_size, device=device):
-                e = self.embed(b, idx)  # (n, d, h, w)
-                yield e.permute(2, 3, 0, 1).reshape(h * w, e.shape[0], e.shape[1])
-
-        g = fit_gaussian(batches, reg=f"ridge:{self.eps}", device=device)
-        return State(arrays={"mean": g.mean, "eigvals": g.eigvals, "eigvecs": g.eigvecs, "channels": keep},
-                     meta={"grid": [int(h), int(w)], "n_samples": int(g.n_samples), "reg": g.reg,
+        d, p = len(keep), h * w
+        acc = GaussianAccumulator(d, device)
+        for b in features.batches("train", self.layers, batch_size=batch_size, device=device):
+            e = self.embed(b, idx)  # (n, d, h, w)
+            acc.update(e.permute(2, 3, 0, 1).reshape(p, e.shape[0], d))  # (P, n, d): P Gaussians
+        if acc.n < 2:
+            raise ParamError("data", f"PaDiM's per-position covariance needs at least 2 train images, got {acc.n}")
+        chol = np.empty((p, d, d), np.float32)
+        eye = torch.eye(d, dtype=torch.float64, device=acc.device)
+        step = max(1, (64 * 2**20) // (d * d * 8))  # positions per chunk (~64 MiB of float64 each)
+        for a in range(0, p, step):
+            cov = acc.scatter(slice(a, a + step)) / (acc.n - 1) + self.eps * eye
+            chol[a:a + step] = torch.linalg.cholesky(0.5 * (cov + cov.mT)).to(torch.float32).cpu().numpy()
+            del cov
+        mean = acc.mean().cpu().numpy()
+        n = acc.n
+        del acc
+        return State(arrays={"mean": mean, "cholesky": chol, "channels": keep},
+                     meta={"grid": [int(h), int(w)], "n_samples": int(n), "reg": reg_tag(f"ridge:{self.eps}"),
                            "embedding_channels": int(total)})
 
     def scorer(self, state: State, device, *, size: tuple[int, int]):
-        """``score(feats) -> BatchScores``: distance maps, components and image scores of a batch."""
+        """``score(feats) -> BatchScores``: squared-distance maps, components, pixel maps and image
+        scores of a batch."""
         import torch
-        eigvals = torch.as_tensor(np.asarray(state.arrays["eigvals"]), dtype=torch.float64, device=device)
-        eigvecs = torch.as_tensor(np.asarray(state.arrays["eigvecs"]), dtype=torch.float64, device=device)
+        chol = torch.as_tensor(np.asarray(state.arrays["cholesky"], dtype=np.float32), device=device)  # (P, d, d)
         mean = torch.as_tensor(np.asarray(state.arrays["mean"]), dtype=torch.float64, device=device)  # (P, d)
-        inv_sqrt = torch.where(eigvals > 0, eigvals.clamp_min(1e-300).rsqrt(), torch.zeros_like(eigvals))
-        white = eigvecs * inv_sqrt[:, None, :]  # (P, d, d): V diag(w^-1/2), column c = component c
-        del eigvecs
         idx = torch.as_tensor(np.asarray(state.arrays["channels"]), device=device)
         h, w = state.meta["grid"]
 
         def score(feats: dict) -> BatchScores:
             e = self.embed(feats, idx).to(torch.float64)                 # (n, d, h, w)
             n, d = e.shape[:2]
-            x = e.permute(2, 3, 0, 1).reshape(h * w, n, d) - mean[:, None, :]  # (P, n, d)
-            y = torch.bmm(x, white)                                      # (P, n, d)
-            m2 = y.square().sum(-1).T.reshape(n, h, w).float()           # (n, h, w) squared distance
-            comps = y.permute(1, 2, 0).reshape(n, d, h, w).float()       # (n, d, h, w)
-            image_scores = self.to_pixels(m2[:, None], size).flatten(1).amax(1)
-            return BatchScores(image_scores=image_scores, maps=m2, components=comps)
+            x = (e.permute(2, 3, 1, 0).reshape(h * w, d, n) - mean[:, :, None]).float()  # (P, d, n) centred
+            y = torch.linalg.solve_triangular(chol, x, upper=False)      # (P, d, n) = L^-1 (x - mu)
+            m2 = y.double().square().sum(1).T.reshape(n, h, w).float()   # (n, h, w) squared distance
+            comps = y.permute(2, 1, 0).reshape(n, d, h, w)               # (n, d, h, w)
+            pixels = self.to_pixels(m2[:, None], size)[:, 0]             # (n, H, W) PaDiM's score map
+            return BatchScores(image_scores=pixels.flatten(1).amax(1), maps=m2, components=comps, pixels=pixels)
 
         return score
 
