@@ -746,7 +746,7 @@ def page_methods(cfg: V.AppConfig, key: V.ModelKey) -> None:
     st.subheader("The same images, one column per method")
     ikey = f"methods_images::{key.root}::{key.category}"
     st.session_state[ikey] = [i for i in st.session_state.get(ikey, V.default_images(types)) if 0 <= i < n]
-    c1, c2, c3, c4 = st.columns([4, 2, 1, 1], vertical_alignment="bottom")
+    c1, c2, c3, c4 = st.columns([4, 2.2, 1.3, 1.3], vertical_alignment="bottom")
     images = c1.multiselect("Test images (rows)", list(range(n)), persist_state="session", format_func=lambda i: f"{i} | {types[i]}", key=ikey, max_selections=V.GRID_LIMIT)
     scale_split = c2.radio("Colour scale: 0 .. p99 of each method's maps over", ("test", "train"), horizontal=True,
                            key="methods_scale_split", help="Each column has its own scale (the methods' maps have "
@@ -812,17 +812,18 @@ def on_method_pixel_click(size: int) -> None:
 
 
 def explain_pixel(r, lab: str, image: int, types: list) -> None:
-    from mvgviz.explain import cell_figure, component_maps, decompose_cell
+    from mvgviz.explain import basis_note, cell_figure, component_maps, decompose_cell
     s = int(r.image_size)
     m = r.maps("test", [image])[0]                                          # (S, S) as scored
     where = (lab, image)
     if st.session_state.get("mx_where") != where:                         # a new image: its maximum
         rr, cc = (int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape))
         st.session_state.update(mx_row=rr, mx_col=cc, mx_where=where)
+    note = f"{md(lab)}: {md(basis_note(r.components_per_position, r.component_basis))} The split of a cell is exact."
     if r.components_per_position:
-        st.info(f"{md(lab)} fits one Gaussian per feature position: component c is the c-th whitened direction "
-                "of that position's own Gaussian, so the same index means a different direction at each position. "
-                "The split of one cell below is exact; a component's map mixes unrelated directions.")
+        st.info(note)
+    else:
+        st.caption(note)
     vmax = method_scale(r.cache_key, "test", r)
     left, right = st.columns(2, gap="large")
     with left:

@@ -8,10 +8,13 @@ is read from its results (:class:`mvgviz.results.MethodResult`'s flags), never f
   map stored at feature resolution is ``M2[i, j] = sum_c y_c[i, j]**2``. :func:`decompose_cell`
   splits it at the feature cell holding an input pixel: ``y_c**2`` of every component, largest
   first, with its share of M2. :func:`component_maps` gives the ``y_c**2`` maps of an image.
-  Where one Gaussian is fitted per position (``components_per_position``: PaDiM), component ``c``
-  is the ``c``-th whitened direction *of that position's own Gaussian*: the same index means a
-  different direction at each position, so a component map mixes unrelated directions (the
-  decomposition of one cell is exact all the same).
+  Where one Gaussian is fitted per position (``components_per_position``: PaDiM), each position
+  whitens with its own Gaussian. With PCA whitening (``component_basis == "pca"``) component ``c``
+  is the ``c``-th direction of that position's own spectrum: the same index means a different
+  direction at each position, so a component map mixes unrelated directions. With Cholesky
+  whitening (``"cholesky"``, PaDiM's) component ``c`` is embedding channel ``c``'s standardised
+  residual given the channels before it: the same channel everywhere, conditioned by each
+  position's own covariance. Either way the split of one cell is exact.
 - **image-level components** (``has_image_components``: Gaussian-AD, OPCA). Each image has one
   whitened vector per group (level), concatenated (``image_components``, (N, K)); the squares of
   a group's block add up to that group's squared distance ``M_l**2``. :func:`decompose_image`
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
 
     from .results import MethodResult
 
-__all__ = ["CellDecomposition", "ImageDecomposition", "TopImages", "cell_figure", "component_maps", "component_scale",
+__all__ = ["CellDecomposition", "ImageDecomposition", "TopImages", "basis_note", "cell_figure", "component_maps", "component_scale",
            "component_names", "decompose_cell", "decompose_image", "image_figure", "top_images",
            "top_images_figure"]
 
@@ -101,7 +104,9 @@ class CellDecomposition:
     top
         The ``top`` largest contributions' component indices, largest first (ties: lower first).
     per_position
-        Whether component indices mean a different direction at each position (PaDiM).
+        Whether each position has its own Gaussian (PaDiM): see :func:`basis_note`.
+    basis
+        ``"pca"``, ``"cholesky"`` or None (:attr:`mvgviz.results.MethodResult.component_basis`).
     pixel_value
         The method's map as scored at the pixel (upsampled by its ``to_pixels``).
     """
@@ -119,6 +124,7 @@ class CellDecomposition:
     top: tuple[int, ...]
     per_position: bool
     pixel_value: float
+    basis: str | None = None
 
     @property
     def total(self) -> float:
@@ -142,7 +148,7 @@ class CellDecomposition:
         return {"method": self.method, "split": self.split, "image": self.image, "row": self.row, "col": self.col,
                 "cell": list(self.cell), "grid": list(self.grid), "cell_pixels": self.cell_pixels, "m2": self.m2,
                 "top": list(self.top), "top_values": self.top_values.tolist(), "top_share": self.top_share,
-                "per_position": self.per_position, "pixel_value": self.pixel_value}
+                "per_position": self.per_position, "basis": self.basis, "pixel_value": self.pixel_value}
 
 
 def decompose_cell(result: "MethodResult", split: str, image: int, row: int, col: int, *,
@@ -177,7 +183,23 @@ def decompose_cell(result: "MethodResult", split: str, image: int, row: int, col
     return CellDecomposition(method=result.name, split=split, image=image, row=row, col=col, cell=(int(i), int(j)),
                              grid=(int(h), int(w)), cell_pixels=s // max(h, 1), m2=m2, y2=y2,
                              top=tuple(int(k) for k in _largest(y2, _top(top, c))),
-                             per_position=bool(result.components_per_position), pixel_value=pixel)
+                             per_position=bool(result.components_per_position), pixel_value=pixel,
+                             basis=result.component_basis)
+
+
+def basis_note(per_position: bool, basis: str | None) -> str:
+    """What a component index means, in one sentence for the page."""
+    if not per_position:
+        what = {"pca": "the direction with the c-th smallest variance of the one Gaussian",
+                "cholesky": "embedding channel c's standardised residual given the channels before it"}
+        return f"Component c is {what.get(basis, 'one whitened direction')}, the same at every position."
+    if basis == "cholesky":
+        return ("One Gaussian per position, Cholesky whitening: component c is embedding channel c's standardised "
+                "residual given the channels before it, the same channel at every position but conditioned by "
+                "that position's own covariance.")
+    return ("One Gaussian per position: component c is the c-th whitened direction of that position's own "
+            "Gaussian, so the same index means a different direction at each position; a component's map mixes "
+            "unrelated directions.")
 
 
 def component_maps(result: "MethodResult", split: str, images, components, *, upsampled: bool = True) -> np.ndarray:
@@ -369,7 +391,7 @@ def _bars(labels, values, shares, colours, *, title: str, ytitle: str, height: i
         text=[f"{p * 100:.1f}%" for p in shares], textposition="outside", cliponaxis=False,
         hovertemplate=hover))
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
-                      margin=dict(l=10, r=10, t=80, b=10), yaxis_title=ytitle,
+                      margin=dict(l=10, r=10, t=100, b=10), yaxis_title=ytitle,
                       xaxis=dict(type="category"), showlegend=False)
     return fig
 
@@ -379,11 +401,12 @@ def cell_figure(d: CellDecomposition, *, label: str | None = None, height: int =
     top = list(d.top)
     n_rest = len(d.y2) - len(top)
     rest = f"; the other {n_rest} add {max(1.0 - d.top_share, 0.0) * 100:.1f}%" if n_rest else ""
-    where = "a different direction at each position" if d.per_position else "one direction for every position"
-    title = (f"{label or d.method}: cell ({d.cell[0]}, {d.cell[1]}) of {d.grid[0]}x{d.grid[1]} under pixel "
-             f"(row {d.row}, col {d.col}), {d.split} image {d.image}: M2 = {d.m2:.4g}<br>"
-             f"<span style='font-size:12px'>the top {len(top)} components make {d.top_share * 100:.1f}% of the "
-             f"cell's M2{rest} (component index: {where})</span>")
+    where = ("per position, Cholesky: c = embedding channel c" if d.per_position and d.basis == "cholesky" else
+             "per position: c is a different direction at each position" if d.per_position else
+             "one Gaussian: c is the same direction everywhere")
+    title = (f"{label or d.method}: cell ({d.cell[0]}, {d.cell[1]}) of {d.grid[0]}x{d.grid[1]}, M2 = {d.m2:.4g}<br>"
+             f"<span style='font-size:12px'>{d.split} image {d.image}, pixel (row {d.row}, col {d.col}): the top "
+             f"{len(top)} make {d.top_share * 100:.1f}%{rest}<br>components {where}</span>")
     return _bars([f"c {c}" for c in top], d.top_values, d.shares[top], _BAR, title=title,
                  ytitle="y_c² at the cell", height=height,
                  hover="%{x}<br>y² = %{y:.4g}<br>%{customdata:.1f}% of the cell's M2<extra></extra>")

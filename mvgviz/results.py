@@ -327,10 +327,24 @@ class MethodResult(_EntryResults):
 
     @property
     def components_per_position(self) -> bool:
-        """Whether a component index means a different direction at each position (one Gaussian
-        per feature position, e.g. PaDiM: the state's eigenvalues hold one spectrum per position)."""
-        shape = (self.entry.info.get(Names.state("eigvals")) or {}).get("shape")
+        """Whether one Gaussian is fitted per feature position (e.g. PaDiM: the state's mean has one
+        row per position), so that each position whitens its components with its own Gaussian."""
+        shape = (self.entry.info.get(Names.state("mean")) or {}).get("shape")
         return shape is not None and len(shape) >= 2
+
+    @property
+    def component_basis(self) -> str | None:
+        """How the components were whitened, from the fitted state: ``"pca"`` (eigenvectors of the
+        covariance: component c is the direction with the c-th smallest variance), ``"cholesky"``
+        (sequential whitening: component c is embedding channel c's standardised residual given the
+        channels before it), None for a method without components or an unknown state."""
+        if not self.has_components:
+            return None
+        if Names.state("eigvecs") in self.entry.arrays:
+            return "pca"
+        if Names.state("cholesky") in self.entry.arrays:
+            return "cholesky"
+        return None
 
     def components(self, split: str, images=None, components=None) -> np.ndarray:
         """(n, k, h, w) float32 whitened components at feature resolution (their squares add up to

@@ -695,13 +695,10 @@ def test_diagnostics_page(app, demo_model):
 
 @pytest.fixture
 def methods_app(monkeypatch, demo_model, demo_root, demo_cache):
-    """The app on the demo data with the image-level Gaussians registered (a no-op once main
-    registers them); the page reads methods through the registry only."""
-    from methods_helpers import imagelevel_registered
-    with imagelevel_registered():
-        at = _new(monkeypatch, demo_root, demo_cache)
-        _ok(at.run())
-        yield at
+    """The app on the demo data (the Methods page reads methods through the registry only)."""
+    at = _new(monkeypatch, demo_root, demo_cache)
+    _ok(at.run())
+    return at
 
 
 def _run_methods(at: AppTest, names) -> AppTest:
@@ -768,7 +765,7 @@ def test_methods_page_explains_the_gaussians(methods_app, demo_root, demo_cache)
     assert at.selectbox(key="mx_method").options == ["padim", "gaussian-ad"]
     # PaDiM: one cell's M2 split into components; the per-position caveat said
     image = int(at.selectbox(key="mx_image").value)
-    assert any("different direction at each position" in i.value for i in at.info)
+    assert any("One Gaussian per position" in i.value for i in at.info)
     r = load_method(demo_root, "brick", "padim", cache=demo_cache)
     at.number_input(key="mx_row").set_value(60).run()
     at.number_input(key="mx_col").set_value(150).run()

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from mvgviz.conventions import ParamError
-from mvgviz.explain import (cell_figure, component_maps, component_names, component_scale, decompose_cell,
+from mvgviz.explain import (basis_note, cell_figure, component_maps, component_names, component_scale, decompose_cell,
                             decompose_image, image_figure, top_images, top_images_figure)
 from mvgviz.results import Names
 
-from methods_helpers import fit_methods, imagelevel_registered
+from methods_helpers import fit_methods
 
 PIXELS = ((0, 0), (223, 223), (0, 223), (100, 57), (13, 200), (112, 112))
 
@@ -17,8 +17,7 @@ PIXELS = ((0, 0), (223, 223), (0, 223), (100, 57), (13, 200), (112, 112))
 @pytest.fixture(scope="module")
 def results(demo_root, demo_cache, demo_model):
     """The demo category's methods with explanations, fitted once into the session's demo cache."""
-    with imagelevel_registered():
-        yield fit_methods(demo_root, demo_cache)
+    return fit_methods(demo_root, demo_cache)
 
 
 def _raw(r, name):
@@ -66,6 +65,13 @@ def test_per_position_components_are_flagged(results):
     assert not results["mvg-concat"].components_per_position
     assert decompose_cell(results["padim"], "test", 0, 10, 10).per_position
     assert not results["mvg-sum"].has_components and not results["gaussian-ad"].has_components
+    # how the components were whitened, read from the fitted state
+    assert results["mvg"].component_basis == "pca" and results["mvg-concat"].component_basis == "pca"
+    assert results["padim"].component_basis == "cholesky"
+    assert results["gaussian-ad"].component_basis is None
+    assert "the same channel at every position" in basis_note(True, "cholesky")
+    assert "different direction at each position" in basis_note(True, "pca")
+    assert "the same at every position" in basis_note(False, "pca")
 
 
 @pytest.mark.parametrize("name", ["mvg", "padim"])
@@ -157,7 +163,8 @@ def test_errors_name_the_argument(results):
 def test_figures(results, demo_model):
     d = decompose_cell(results["padim"], "test", 7, 100, 100, top=6)
     fig = cell_figure(d, label="padim")
-    assert len(fig.data[0].x) == 6 and "different direction at each position" in fig.layout.title.text
+    assert len(fig.data[0].x) == 6 and "c = embedding channel c" in fig.layout.title.text
+    assert "same direction everywhere" in cell_figure(decompose_cell(results["mvg"], "test", 7, 1, 1)).layout.title.text
     np.testing.assert_allclose(fig.data[0].y, d.top_values)
     e = decompose_image(results["opca"], "test", 3, top=4)
     fig = image_figure(e)

@@ -9,15 +9,14 @@ from mvgviz.conventions import ParamError
 from mvgviz.render import render_figure, render_raster
 from mvgviz.render.methods import MethodsSpec, map_scale, methods_data, methods_manifest
 
-from methods_helpers import fit_methods, imagelevel_registered
+from methods_helpers import fit_methods
 
 NAMES = ("mvg", "padim", "gaussian-ad", "opca")
 
 
 @pytest.fixture(scope="module")
 def results(demo_root, demo_cache, demo_model):
-    with imagelevel_registered():
-        yield fit_methods(demo_root, demo_cache, NAMES)
+    return fit_methods(demo_root, demo_cache, NAMES)
 
 
 def test_each_column_has_its_methods_p99_scale(results):
