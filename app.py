@@ -854,7 +854,8 @@ def explain_pixel(r, lab: str, image: int, types: list) -> None:
         st.plotly_chart(map_figure(cmap, cmax, title=(
             f"y_c² of c {int(comp)}, test image {image} (bilinear)<br><span style='font-size:12px'>inferno, 0 .. "
             f"{cmax:.4g} = p99 of y_c² over the test split</span>"), name=f"y2 c{int(comp)}",
-            rgb=r.data.images("test")[image], clickable=False, height=360), key="mx_component_map",
+            rgb=r.data.images("test")[image], clickable=False, height=360, mask=mask if mask.any() else None,
+            pixel=(d.row, d.col)), key="mx_component_map",
             config={"displayModeBar": False})
 
 

@@ -400,29 +400,43 @@ def cell_figure(d: CellDecomposition, *, label: str | None = None, height: int =
     """Bar chart of the ``top`` contributions ``y_c**2`` at the cell, each with its share of M2."""
     top = list(d.top)
     n_rest = len(d.y2) - len(top)
-    rest = f"; the other {n_rest} add {max(1.0 - d.top_share, 0.0) * 100:.1f}%" if n_rest else ""
+    rest = f", the other {n_rest} = {max(1.0 - d.top_share, 0.0) * 100:.1f}%" if n_rest else ""
     where = ("per position, Cholesky: c = embedding channel c" if d.per_position and d.basis == "cholesky" else
              "per position: c is a different direction at each position" if d.per_position else
              "one Gaussian: c is the same direction everywhere")
     title = (f"{label or d.method}: cell ({d.cell[0]}, {d.cell[1]}) of {d.grid[0]}x{d.grid[1]}, M2 = {d.m2:.4g}<br>"
-             f"<span style='font-size:12px'>{d.split} image {d.image}, pixel (row {d.row}, col {d.col}): the top "
-             f"{len(top)} make {d.top_share * 100:.1f}%{rest}<br>components {where}</span>")
+             f"<span style='font-size:12px'>{d.split} image {d.image}, pixel ({d.row}, {d.col}): top {len(top)} = "
+             f"{d.top_share * 100:.1f}%{rest}<br>components {where}</span>")
     return _bars([f"c {c}" for c in top], d.top_values, d.shares[top], _BAR, title=title,
                  ytitle="y_c² at the cell", height=height,
                  hover="%{x}<br>y² = %{y:.4g}<br>%{customdata:.1f}% of the cell's M2<extra></extra>")
 
 
-def image_figure(d: ImageDecomposition, *, label: str | None = None, height: int = 380) -> "go.Figure":
-    """Bar chart of the components driving an image's score, coloured by group (level)."""
+def image_figure(d: ImageDecomposition, *, label: str | None = None, height: int = 400) -> "go.Figure":
+    """Bar chart of the components driving an image's score, largest first, one colour (and legend
+    entry) per group (level); each bar labelled with its share of the summed squared distances."""
+    import plotly.graph_objects as go
     top = list(d.top)
-    colours = [_GROUP_COLOURS[int(d.group[k]) % len(_GROUP_COLOURS)] for k in top]
-    groups = ", ".join(f"{g}: {dist:.3g}" for g, dist in zip(d.groups, d.group_distance))
-    title = (f"{label or d.method}: {d.split} image {d.image}, score {d.score:.4g}<br>"
-             f"<span style='font-size:12px'>distance per level: {groups}; the top {len(top)} components make "
-             f"{d.top_share * 100:.1f}% of the summed squared distances</span>")
-    return _bars([d.names[k] for k in top], d.y2[top], d.shares[top], colours, title=title,
-                 ytitle="y_k² (image-level component)", height=height,
-                 hover="%{x}<br>y² = %{y:.4g}<br>%{customdata:.1f}% of all y²<extra></extra>")
+    order = [d.names[k] for k in top]
+    fig = go.Figure()
+    for g, name in enumerate(d.groups):
+        ks = [k for k in top if int(d.group[k]) == g]
+        if not ks:
+            continue
+        shares = d.shares[ks]
+        fig.add_trace(go.Bar(
+            x=[d.names[k] for k in ks], y=d.y2[ks], name=f"{name} (distance {d.group_distance[g]:.3g})",
+            marker_color=_GROUP_COLOURS[g % len(_GROUP_COLOURS)], customdata=shares * 100,
+            text=[f"{v * 100:.1f}%" for v in shares], textposition="outside", cliponaxis=False,
+            hovertemplate="%{x}<br>y² = %{y:.4g}<br>%{customdata:.1f}% of all y²<extra></extra>"))
+    fig.update_layout(
+        title=dict(text=(f"{label or d.method}: {d.split} image {d.image}, score {d.score:.4g}<br>"
+                         f"<span style='font-size:12px'>the top {len(top)} components make {d.top_share * 100:.1f}% "
+                         "of the levels' squared distances added up; colour: level</span>"), font=dict(size=14)),
+        height=height, margin=dict(l=10, r=10, t=80, b=10), yaxis_title="y_k² (image-level component)",
+        xaxis=dict(type="category", categoryorder="array", categoryarray=order), barmode="overlay",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0, font=dict(size=11)))
+    return fig
 
 
 def top_images_figure(t: TopImages, defect_types, *, label: str | None = None, height: int = 320) -> "go.Figure":

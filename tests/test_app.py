@@ -780,8 +780,9 @@ def test_methods_page_explains_the_gaussians(methods_app, demo_root, demo_cache)
     _ok(at)
     g = load_method(demo_root, "brick", "gaussian-ad", cache=demo_cache)
     e = decompose_image(g, "test", image, top=10)
-    bars = json.loads(_chart(at, "mx_ibars"))["data"][0]
-    assert bars["x"] == [e.names[k] for k in e.top]
+    ibars = json.loads(_chart(at, "mx_ibars"))
+    assert ibars["layout"]["xaxis"]["categoryarray"] == [e.names[k] for k in e.top]
+    assert sorted(x for t in ibars["data"] for x in t["x"]) == sorted(e.names[k] for k in e.top)
     t = top_images(g, "test", e.top[0], n=8)
     top = json.loads(_chart(at, "mx_topimages"))["data"][0]
     types = g.data.defect_types("test")

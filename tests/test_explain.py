@@ -168,7 +168,10 @@ def test_figures(results, demo_model):
     np.testing.assert_allclose(fig.data[0].y, d.top_values)
     e = decompose_image(results["opca"], "test", 3, top=4)
     fig = image_figure(e)
-    assert list(fig.data[0].x) == [e.names[k] for k in e.top]
+    assert list(fig.layout.xaxis.categoryarray) == [e.names[k] for k in e.top]
+    shown = {x: y for t in fig.data for x, y in zip(t.x, t.y)}
+    assert shown == {e.names[k]: e.y2[k] for k in e.top}
+    assert all(t.name.split(" (")[0] in e.groups for t in fig.data)
     types = demo_model.data.defect_types("test")
     t = top_images(results["opca"], "test", e.top[0], n=3)
     fig = top_images_figure(t, types)

@@ -33,7 +33,7 @@ def test_each_column_has_its_methods_p99_scale(results):
         if r.has_maps:
             np.testing.assert_array_equal(d.maps[:, j], r.maps("test", [0, 3, 9]))
             assert d.vmax[j] == pytest.approx(map_scale(r, "train"))
-            assert d.scale_label((j,)) == f"{name}, max = p99 (train)"
+            assert d.scale_label((j,)) == "max = p99 (train)"
     assert d.blank_columns == (2,)                                    # gaussian-ad: no pixel map
     assert d.scale_groups == ((0,), (1,), (3,))
     score = results["gaussian-ad"].image_scores("test")[3]
@@ -41,7 +41,7 @@ def test_each_column_has_its_methods_p99_scale(results):
     assert d.column_labels[2] == "gaussian-ad (no pixel map)"
     assert d.column_labels[1].startswith("padim (AUROC 0.")
     assert d.panel_labels[1][3] == "8 | img 3 | opca"
-    assert "p99 of that method's maps over the train split" in d.scale_note
+    assert "p99 of that method's maps (as scored) over the train split" in d.scale_note
     given = methods_data(results, spec, scales={"mvg": 7.0})
     assert given.vmax[0] == 7.0
 

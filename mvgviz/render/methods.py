@@ -107,7 +107,7 @@ class MethodsData(GridData):
     methods: tuple[str, ...] = ()
 
     def scale_label(self, group: tuple[int, ...]) -> str:
-        return f"{self.methods[group[0]]}, max = p99 ({self.spec.scale_split})"
+        return f"max = p99 ({self.spec.scale_split})"
 
 
 def map_scale(result: "MethodResult", split: str, *, batch: int = 16) -> float:
@@ -181,9 +181,8 @@ def methods_data(results: Mapping[str, "MethodResult"], spec: MethodsSpec, *,
     title = (f"{first.category} | {first.backbone} [{weights_label(first.weights)}] | {split} split | "
              f"{m} methods\ncolumn header: the method's pixel AUROC on the test split | image AUROC: "
              + ", ".join(f"{lab} {metric_text(results[lab].metrics['image_auroc'])}" for lab in labels))
-    note = (f"per-method scale: each column spans 0..p99 of that method's maps over the {spec.scale_split} split, "
-            "as scored (brought to the pixels by the method); the methods' maps have different units, so every "
-            "column has its own colour bar; values above the max are clipped")
+    note = (f"per-method scale: each column spans 0..p99 of that method's maps (as scored) over the {spec.scale_split} "
+            "split; the methods' units differ, so each column has its own colour bar; values above the max are clipped")
     if blank:
         note += ("; " + ", ".join(labels[j] for j in blank)
                  + " score whole images (no pixel map): the faded image and its image score")
