@@ -785,9 +785,10 @@ def page_methods(cfg: V.AppConfig, key: V.ModelKey) -> None:
     explain_section(results, types)
 
 
+@st.fragment
 def explain_section(results: dict, types: list) -> None:
     """Which components make a score, for the methods that can say (has_components: per pixel;
-    has_image_components: per image)."""
+    has_image_components: per image). A fragment: its controls rerun only this section."""
     st.subheader("Explanations: which components make the score")
     usable = [lab for lab, r in results.items() if r.has_components or r.has_image_components]
     if not usable:
