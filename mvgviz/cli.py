@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also evaluate component-subset models per layer (train-only rules drop_border:N, "
                         "drop_position:N, npca:P, and the oracle_best:K upper bound)")
     p.add_argument("--curves", action="store_true",
-                   help="with --json: add each layer's image ROC and pixel ROC, PR and PRO curves (256 points each)")
+                   help="with --json: add each layer's image ROC and pixel ROC, PR and PRO curves (256 points each), "
+                        "and with --variants each variant's")
     p.add_argument("--agreement", action="store_true",
                    help="also measure per layer how many components exceed their train p99 at each pixel "
                         "(train-only set npca:5, and the oracle), and whether they agree on true anomalies")
@@ -224,7 +225,7 @@ def _dispatch(args) -> int:
         if args.variants or args.subset:
             from .variants import variants
             for lay, lm in zip(rep["layers"], model.layers.values()):
-                lay["variants"] = variants(model, lm, args.subset, batch_size=args.batch_size)
+                lay["variants"] = variants(model, lm, args.subset, batch_size=args.batch_size, curves=args.curves)
         if args.curves:
             for lay, lm in zip(rep["layers"], model.layers.values()):
                 lay["curves"] = lm.curves

@@ -81,8 +81,11 @@ def select(layer: "LayerModel", rule: str) -> np.ndarray:
     return np.sort(order[n:])
 
 
-def evaluate_subset(model: "Model", layer: "LayerModel", components, *, batch_size: int = 16) -> dict:
-    """Metrics of ``M2_S`` (S = ``components``) on the test split, streamed from the cache."""
+def evaluate_subset(model: "Model", layer: "LayerModel", components, *, batch_size: int = 16,
+                    curves: int = 0) -> dict:
+    """Metrics of ``M2_S`` (S = ``components``) on the test split, streamed from the cache; with
+    ``curves`` > 0 (points per curve), also ``"curves"``: image ROC, pixel ROC, PR and PRO as the full
+    model's (:attr:`mvgviz.results.LayerModel.curves`)."""
     import torch
 
     from .evaluation import evaluate
@@ -101,18 +104,24 @@ def evaluate_subset(model: "Model", layer: "LayerModel", components, *, batch_si
 
     # image score = max of the subset's map, taken while the metrics stream the maps
     return evaluate(None, data.labels("test") if data.image_labels else None,
-                    pixel_chunks=maps, pixel_labels=data.pixel_labels, note=data.label_note)
+                    pixel_chunks=maps, pixel_labels=data.pixel_labels, note=data.label_note, curves=curves)
 
 
-def variants(model: "Model", layer: "LayerModel", rules=None, *, batch_size: int = 16) -> list[dict]:
-    """The full model and each rule's subset model, with their metrics (JSON-able rows)."""
+def variants(model: "Model", layer: "LayerModel", rules=None, *, batch_size: int = 16,
+             curves: bool = False) -> list[dict]:
+    """The full model and each rule's subset model, with their metrics (JSON-able rows); with
+    ``curves``, each row also has its ``"curves"`` (the full model's from the cache, each subset's
+    computed with its metrics, :data:`mvgviz.pipeline.CURVE_POINTS` points each)."""
+    from .pipeline import CURVE_POINTS
     rules = default_rules(layer.channels) if rules is None else rules
-    rows = [{"rule": "full", "n_components": int(layer.channels), "oracle": False, **layer.metrics}]
+    rows = [{"rule": "full", "n_components": int(layer.channels), "oracle": False, **layer.metrics,
+             **({"curves": layer.curves} if curves else {})}]
     for rule in rules:
         if rule.strip().lower().startswith("oracle") and not layer.has_ranking:
             continue
         comps = select(layer, rule)
-        m = evaluate_subset(model, layer, comps, batch_size=batch_size)
+        m = evaluate_subset(model, layer, comps, batch_size=batch_size, curves=CURVE_POINTS if curves else 0)
         rows.append({"rule": rule, "n_components": int(comps.size), "oracle": rule.strip().lower().startswith(ORACLE),
-                     **{k: m[k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")}})
+                     **{k: m[k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")},
+                     **({"curves": m.get("curves", {})} if curves else {})})
     return rows

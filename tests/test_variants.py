@@ -63,3 +63,17 @@ def test_cli_report_variants(demo_root, demo_cache, capsys):
     assert main(["report", "--data", str(demo_root), "--category", "brick", "--layers", "_blocks[10]",
                  "--cache", str(demo_cache), "--device", "cpu", "--quiet", "--subset", "bogus:1"]) == 2
     assert "--subset must be one of" in capsys.readouterr().err
+
+
+def test_variant_curves_match_their_metrics(demo_model, layer):
+    from sklearn.metrics import auc
+    rows = variants(demo_model, layer, ["npca:5"], curves=True)
+    full, sub = rows
+    assert full["curves"] == layer.curves
+    for r in rows:
+        c = r["curves"]
+        assert set(c) >= {"image_roc", "roc", "pr", "pro"}
+        # the thinned ROC curve integrates to the exact AUROC (within the thinning's error)
+        assert auc(c["roc"]["x"], c["roc"]["y"]) == pytest.approx(r["pixel_auroc"], abs=2e-3)
+        assert auc(c["image_roc"]["x"], c["image_roc"]["y"]) == pytest.approx(r["image_auroc"], abs=1e-9)
+    assert sub["curves"]["roc"] != full["curves"]["roc"]
