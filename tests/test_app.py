@@ -80,7 +80,8 @@ def _layer(at, model):
 
 def test_overview(app, demo_model, demo_root):
     at = app
-    assert at.sidebar.radio(key="page").options == ["Overview", "Components", "Grid", "Inspect", "Diagnostics"]
+    assert at.sidebar.radio(key="page").options == ["Overview", "Components", "Grid", "Inspect", "Diagnostics",
+                                                    "Methods"]
     assert at.sidebar.selectbox(key="root_choice").value == str(demo_root)
     assert at.sidebar.selectbox(key=f"category::{demo_root}").options == ["brick", "coffee"]
     assert at.sidebar.selectbox(key="backbone").value == "efficientnet_lite0"

@@ -201,7 +201,7 @@ def test_every_page_stays_on_localhost(server, browser):
     hosts: list[str] = []
     page.on("request", lambda r: hosts.append(r.url))
     for name, marker in (("Overview", "Overview:"), ("Components", "Components of"), ("Grid", "Grid:"),
-                         ("Inspect", "Inspect a pixel")):
+                         ("Inspect", "Inspect a pixel"), ("Methods", "Methods:")):
         page.goto(f"{server}/?page={name}", timeout=60_000)
         page.get_by_role("heading", name=marker).first.wait_for(timeout=60_000)
         _wait_idle(page)
