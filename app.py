@@ -14,7 +14,9 @@ that work when the first browser connects.
 Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
 AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
 (one pixel's M2 split into components), Diagnostics (train-only artifact scores per component,
-input-independent patterns, spectrum, agreement map, component-subset variants). The script only wires widgets to library calls:
+input-independent patterns, spectrum, agreement map, component-subset variants), Methods (several
+methods run on the same data: comparison table, heatmaps side by side, explanations of the Gaussian
+methods). The script only wires widgets to library calls:
 fitting runs in background jobs, tables and messages come from :mod:`mvgviz.viewer`,
 figures from :mod:`mvgviz.render` and :mod:`mvgviz.inspect`.
 """
@@ -26,6 +28,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from mvgviz import __version__
@@ -33,7 +36,7 @@ from mvgviz import viewer as V
 from mvgviz.backbones import BACKBONES
 from mvgviz.conventions import DEFAULT_BACKBONE, SCALES, SPLITS
 from mvgviz.inspect import (agreement_figure, argmax_pixel, component_chart, curves_figure, decompose_pixel,
-                            decomposition_figure, histogram_figure, m2_figure, pixel_from_selection,
+                            decomposition_figure, histogram_figure, m2_figure, map_figure, pixel_from_selection,
                             spectrum_chart)
 from mvgviz.render import (GridSpec, encode_raster, grid_data, pattern_data, raster_layout, render_pattern_raster,
                            render_raster)
@@ -42,7 +45,7 @@ from mvgviz.render.layers import layers_panel
 from mvgviz.selection import parse_components
 
 APP_DIR = Path(__file__).resolve().parent
-PAGES = ("Overview", "Components", "Grid", "Inspect", "Diagnostics")
+PAGES = ("Overview", "Components", "Grid", "Inspect", "Diagnostics", "Methods")
 OTHER = "other folder ..."
 POLL_S = 1.0
 ICON = APP_DIR / "assets" / "icon.png"   # local: the page asks no other server for an icon or a font
@@ -649,6 +652,239 @@ def _pattern_callable(layer, fmt: str, n: int):
 
 
 # ---------------------------------------------------------------------------------------
+# Methods: several methods on the same data
+# ---------------------------------------------------------------------------------------
+
+def _signature(results: dict) -> tuple:
+    """What identifies a set of method results in st.cache_data: labels and cache keys."""
+    return tuple((lab, r.cache_key) for lab, r in results.items())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def method_scale(cache_key: str, split: str, _result) -> float:
+    """The colour maximum of a method's maps: p99 over the split, as scored (cached per entry)."""
+    from mvgviz.render.methods import map_scale
+    return map_scale(_result, split)
+
+
+def method_scales(results: dict, split: str) -> dict:
+    return {lab: method_scale(r.cache_key, split, r) for lab, r in results.items() if r.has_maps}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def methods_view_picture(signature: tuple, spec_json: str, _results, _scales) -> dict:
+    """The methods figure's picture as JPEG bytes at most the page's width, and its scales."""
+    from mvgviz.render.methods import MethodsSpec, methods_data
+    data = methods_data(_results, MethodsSpec.from_dict(json.loads(spec_json)), scales=_scales)
+    raster = render_raster(data, width=V.GRID_DISPLAY_WIDTH)
+    return {"width": int(raster.shape[1]), "full_width": int(raster_layout(data).width),
+            "jpeg": encode_raster(raster), "note": data.scale_note,
+            "columns": list(data.methods), "vmax": [None if j in data.blank_columns else float(v)
+                                                    for j, v in enumerate(data.vmax)]}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def component_scale_cached(cache_key: str, split: str, component: int, _result) -> float:
+    from mvgviz.explain import component_scale
+    return component_scale(_result, split, component)
+
+
+def page_methods(cfg: V.AppConfig, key: V.ModelKey) -> None:
+    """Several methods on the sidebar's data, category, backbone and weights: run them (one
+    background job), compare their metrics and maps, explain the Gaussian ones."""
+    jobs = registry()
+    st.header(f"Methods: {key.category} / {key.backbone}")
+    st.caption("Every method runs on the same images and the same cached feature pass, and is evaluated "
+               "by the same metrics (mvgviz compare). Results are cached per method and options.")
+    names = V.method_names()
+    # every method by default; one that is no longer registered is dropped
+    st.session_state["methods_selected"] = [n for n in st.session_state.get("methods_selected", names) if n in names]
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    chosen = c1.multiselect("Methods", names, key="methods_selected", persist_state="session",
+                            help="With their defaults for the backbone (see mvgviz compare --help).")
+    running = V.active_run(jobs, key)
+    if c2.button("Run / compare", type="primary", key="methods_run", disabled=not chosen or running is not None,
+                 help="Fits the methods the cache lacks, one after the other, in the background."):
+        V.methods_job(jobs, key, chosen, allowed=cfg.allowed)
+        st.rerun()
+    if running is not None:
+        job_progress(running.key, "Running the methods")
+    failed = V.failed_run(jobs, key, chosen)
+    if failed is not None and running is None:
+        st.error(f"The run failed: {md(failed.error)}")
+    if not chosen:
+        st.info("Choose at least one method.")
+        return
+    run = V.methods_view(jobs, key, chosen)
+
+    st.subheader("Comparison")
+    num = st.column_config.NumberColumn
+    st.dataframe(V.methods_table(run.rows), hide_index=True, width="stretch", key="methods_table",
+                 column_config={**{k: num(format="%.3f") for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")},
+                                **{k: num(format="%.3f") for k in ("fit s", "predict s")},
+                                "peak MB": num(format="%.0f"),
+                                "cached": st.column_config.CheckboxColumn(help="read from the cache by the latest run")})
+    st.caption("Test split. AUPR = average precision; AUPRO up to FPR 0.3. fit s: the method's fit on the cached "
+               "features; predict s: scoring the test split and bringing its maps to the pixels (the backbone's "
+               "pass is shared and not counted); peak MB: the process's peak memory while the method ran. "
+               "Click a column header to sort.")
+    for note in V.methods_notes(run.rows):
+        st.caption(md(note))
+    for r in run.rows:
+        if r["status"] == "error":
+            st.error(md(r["error"]))
+    missing = [r["label"] for r in run.rows if r["status"] == "not run"]
+    if missing and running is None:
+        st.info(f"Not run yet: {md(', '.join(missing))}. Press Run / compare.")
+    if not run.results:
+        return
+
+    results = run.results
+    first = next(iter(results.values()))
+    types = first.data.defect_types("test")
+    n = len(types)
+    st.subheader("The same images, one column per method")
+    ikey = f"methods_images::{key.root}::{key.category}"
+    st.session_state[ikey] = [i for i in st.session_state.get(ikey, V.default_images(types)) if 0 <= i < n]
+    c1, c2, c3, c4 = st.columns([4, 2.2, 1.3, 1.3], vertical_alignment="bottom")
+    images = c1.multiselect("Test images (rows)", list(range(n)), persist_state="session", format_func=lambda i: f"{i} | {types[i]}", key=ikey, max_selections=V.GRID_LIMIT)
+    scale_split = c2.radio("Colour scale: 0 .. p99 of each method's maps over", ("test", "train"), horizontal=True,
+                           key="methods_scale_split", help="Each column has its own scale (the methods' maps have "
+                                                           "different units); rows share it.")
+    show_image = c3.toggle("Show image", value=True, key="methods_show_image")
+    outline = c4.toggle("GT outline", value=True, key="methods_outline")
+    if not images:
+        st.info("Choose at least one test image.")
+    else:
+        from mvgviz.render.methods import MethodsSpec
+        spec = MethodsSpec(split="test", images=tuple(int(i) for i in images), scale_split=scale_split,
+                           show_image=show_image, outline=outline)
+        with st.spinner("Drawing the heatmaps ..."):
+            scales = method_scales(results, scale_split)
+            pic = methods_view_picture(_signature(results), json.dumps(spec.to_dict(), sort_keys=True), results, scales)
+        st.image(pic["jpeg"], width=pic["width"], output_format="JPEG")
+        note = pic["note"].rstrip()
+        if pic["width"] < pic["full_width"]:
+            note += f". Shown {pic['width']} px wide (full size {pic['full_width']} px: download the PNG)."
+        st.caption(md(note))
+        with st.expander("Colour scale of each column", expanded=False):
+            st.dataframe({"method": pic["columns"], "max (colour scale)": pic["vmax"],
+                          "scale": [f"p99 of its maps over the {scale_split} split" if v is not None
+                                    else "no pixel map" for v in pic["vmax"]]},
+                         hide_index=True, key="methods_scale_table")
+        stem = V.methods_name(key, spec)
+        cols = st.columns(4)
+        for col, fmt in zip(cols, V.EXPORT_FORMATS):
+            col.download_button(f"Download {fmt.upper()}", file_name=f"{stem}.{fmt}", mime=V.MIME[fmt],
+                                data=partial(V.methods_file_bytes, results, spec, fmt, scales=scales),
+                                on_click="ignore", key=f"methods_export_{fmt}", icon=":material/download:")
+        cols[3].download_button("Download manifest (JSON)", file_name=V.manifest_name(stem), mime=V.MIME["json"],
+                                data=partial(V.methods_manifest_bytes, results, spec, root=key.root, scales=scales),
+                                on_click="ignore", key="methods_export_json", icon=":material/data_object:")
+
+    explain_section(results, types)
+
+
+@st.fragment
+def explain_section(results: dict, types: list) -> None:
+    """Which components make a score, for the methods that can say (has_components: per pixel;
+    has_image_components: per image). A fragment: its controls rerun only this section."""
+    st.subheader("Explanations: which components make the score")
+    usable = [lab for lab, r in results.items() if r.has_components or r.has_image_components]
+    if not usable:
+        st.caption("None of these methods splits its score into whitened components (the Gaussians do: "
+                   "mvg, mvg-concat and PaDiM per pixel, image-level Gaussians per image).")
+        return
+    c1, c2 = st.columns(2)
+    lab = c1.selectbox("Method", usable, key="mx_method")
+    r = results[lab]
+    image = c2.selectbox("Test image", list(range(len(types))), format_func=lambda i: f"{i} | {types[i]}",
+                         index=V.first_defect_image(types), key="mx_image")
+    if r.has_components:
+        explain_pixel(r, lab, int(image), types)
+    if r.has_image_components:
+        explain_image(r, lab, int(image), types)
+
+
+def on_method_pixel_click(size: int) -> None:
+    p = pixel_from_selection(st.session_state.get("mx_chart"), size)
+    if p is not None:
+        st.session_state["mx_row"], st.session_state["mx_col"] = p
+
+
+def explain_pixel(r, lab: str, image: int, types: list) -> None:
+    from mvgviz.explain import basis_note, cell_figure, component_maps, decompose_cell
+    s = int(r.image_size)
+    m = r.maps("test", [image])[0]                                          # (S, S) as scored
+    where = (lab, image)
+    if st.session_state.get("mx_where") != where:                         # a new image: its maximum
+        rr, cc = (int(v) for v in np.unravel_index(int(np.argmax(m)), m.shape))
+        st.session_state.update(mx_row=rr, mx_col=cc, mx_where=where)
+    note = f"{md(lab)}: {md(basis_note(r.components_per_position, r.component_basis))} The split of a cell is exact."
+    if r.components_per_position:
+        st.info(note)
+    else:
+        st.caption(note)
+    vmax = method_scale(r.cache_key, "test", r)
+    left, right = st.columns(2, gap="large")
+    with left:
+        row, col = int(st.session_state["mx_row"]), int(st.session_state["mx_col"])
+        mask = r.data.masks("test")[image]
+        fig = map_figure(m, vmax, title=(f"{lab}: test image {image} as scored<br><span style='font-size:12px'>"
+                                         f"inferno, 0 .. {vmax:.4g} = p99 of its maps over the test split</span>"),
+                         name="score", rgb=r.data.images("test")[image], pixel=(row, col),
+                         mask=mask if mask.any() else None, height=440)
+        st.plotly_chart(fig, key="mx_chart", on_select=partial(on_method_pixel_click, s), selection_mode="points",
+                        config={"displayModeBar": False})
+        a, b = st.columns(2)
+        a.number_input("Row", min_value=0, max_value=s - 1, step=1, key="mx_row")
+        b.number_input("Col", min_value=0, max_value=s - 1, step=1, key="mx_col")
+    with right:
+        top = st.slider("Components listed", 1, 32, 8, key="mx_top")
+        d = decompose_cell(r, "test", image, int(st.session_state["mx_row"]), int(st.session_state["mx_col"]),
+                           top=int(top))
+        st.plotly_chart(cell_figure(d, label=lab), key="mx_bars")
+        st.caption(f"Feature cell ({d.cell[0]}, {d.cell[1]}) of the {d.grid[0]}x{d.grid[1]} map (one cell = "
+                   f"{d.cell_pixels}x{d.cell_pixels} input pixels). Its M2 = {d.m2:.4g} is the sum of the y_c² "
+                   f"listed. The map as scored shows {d.pixel_value:.4g} at the pixel: the method brings the cells "
+                   "to the pixels (upsampling mixes neighbouring cells; some methods also transform the values, "
+                   "e.g. PaDiM's square root and blur).")
+        comp = st.selectbox("Map of component", list(d.top), format_func=lambda c: f"c {c}", key="mx_component")
+        cmap = component_maps(r, "test", [image], [int(comp)])[0, 0]
+        cmax = component_scale_cached(r.cache_key, "test", int(comp), r)
+        st.plotly_chart(map_figure(cmap, cmax, title=(
+            f"y_c² of c {int(comp)}, test image {image} (bilinear)<br><span style='font-size:12px'>inferno, 0 .. "
+            f"{cmax:.4g} = p99 of y_c² over the test split</span>"), name=f"y2 c{int(comp)}",
+            rgb=r.data.images("test")[image], clickable=False, height=360, mask=mask if mask.any() else None,
+            pixel=(d.row, d.col)), key="mx_component_map",
+            config={"displayModeBar": False})
+
+
+def explain_image(r, lab: str, image: int, types: list) -> None:
+    from mvgviz.explain import decompose_image, image_figure, top_images, top_images_figure
+    top = st.slider("Image-level components listed", 1, 32, 10, key="mx_itop")
+    d = decompose_image(r, "test", image, top=int(top))
+    st.plotly_chart(image_figure(d, label=lab), key="mx_ibars")
+    st.dataframe({"component": [d.names[k] for k in d.top], "index": list(d.top),
+                  "level": [d.groups[int(d.group[k])] for k in d.top], "y2": [float(d.y2[k]) for k in d.top],
+                  "share of all y2": [float(d.shares[k]) for k in d.top],
+                  "share of its level": [float(d.group_shares[k]) for k in d.top]},
+                 hide_index=True, key="mx_itable",
+                 column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                for k in ("y2", "share of all y2", "share of its level")})
+    st.caption("Each level's whitened components of the image's pooled features: their squares add up to the "
+               "level's squared Mahalanobis distance; the image score adds up the levels' distances.")
+    comp = st.selectbox("Images scoring highest on component", list(range(len(d.names))), index=int(d.top[0]),
+                        format_func=lambda k: d.names[k], key="mx_icomponent")
+    t = top_images(r, "test", int(comp), n=min(8, len(types)))
+    st.plotly_chart(top_images_figure(t, types, label=lab), key="mx_topimages")
+    cols = st.columns(len(t.images))
+    imgs = r.data.images("test")
+    for c, i, v in zip(cols, t.images, t.y2):
+        c.image(imgs[int(i)], caption=f"img {int(i)} | {types[int(i)]} | y2 {v:.3g}", width="stretch")
+
+
+# ---------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------
 
@@ -683,6 +919,14 @@ def main() -> None:
     if not ok:
         return
     key = V.ModelKey(str(root), category, backbone, str(cfg.cache), weights)
+    if page == "Methods":  # needs no layer model: every method is run and read on its own
+        jobs_box()
+        st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
+        try:
+            page_methods(cfg, key)
+        except (ValueError, KeyError, OSError) as e:  # e.g. a cache entry removed under the viewer
+            st.error(f"{page}: {md_error(e)}")
+        return
     # a typed folder (not a configured root) is never fitted by itself: it waits for the Fit button
     model = model_status(cfg, key, is_default=(configured and category == cats.names[0]
                                                and backbone == DEFAULT_BACKBONE and weights is None))

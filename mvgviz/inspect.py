@@ -246,14 +246,33 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
         Traces: [image], heatmap ``"M2"``, [click points ``"pixels"``], colour bar,
         [ground-truth outline], [marker].
     """
-    import plotly.graph_objects as go
-
-    from .render.colours import blend, heat_rgb
     check_split(split)
     image = _check_image(layer, split, image)
     m2 = layer.m2(split, [image])[0]                                   # (S, S)
     s = m2.shape[0]
     zmax = float(layer.stats(split).m2_p99)
+    title = (f"M2 of {split} image {image}, layer {layer.name} "
+             f"({layer.feature_size[0]}x{layer.feature_size[1]} upsampled to {s}x{s})<br>"
+             f"<span style='font-size:12px'>inferno, 0 .. {zmax:.4g} = 99th percentile of M2 "
+             f"over the {split} split; above: top colour</span>")
+    return map_figure(m2, zmax, title=title, rgb=rgb, pixel=pixel, clickable=clickable, click_stride=click_stride,
+                      alpha=alpha, height=height, mask=mask)
+
+
+def map_figure(values: np.ndarray, zmax: float, *, title: str, name: str = "M2", rgb: np.ndarray | None = None,
+               pixel: tuple[int, int] | None = None, clickable: bool = True, click_stride: int = 2,
+               alpha: float = 0.5, height: int = 500, mask: np.ndarray | None = None) -> "go.Figure":
+    """Plotly heatmap of one (S, S) map on the scale 0 .. ``zmax`` (inferno; above: top colour),
+    the figure of :func:`m2_figure` for any map (e.g. another method's, :mod:`mvgviz.explain`).
+    ``name`` labels the values in the hover text and on the colour bar; the other parameters are
+    :func:`m2_figure`'s. Traces: [image], heatmap ``name``, [click points ``"pixels"``], colour
+    bar, [ground-truth outline], [marker]."""
+    import plotly.graph_objects as go
+
+    from .render.colours import blend, heat_rgb
+    m2 = np.asarray(values, dtype=np.float32)                          # (S, S)
+    s = m2.shape[0]
+    zmax = float(zmax)
     fig = go.Figure()
     if rgb is not None:
         heat = heat_rgb(m2[None], np.array([max(zmax, 1e-12)]))[0]       # (S, S, 3)
@@ -262,7 +281,7 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
     fig.add_trace(go.Heatmap(
         z=m2, zmin=0.0, zmax=zmax, colorscale=colorscale(), showscale=False,
         opacity=0.0 if rgb is not None else 1.0,
-        hovertemplate="row %{y}, col %{x}<br>M2 %{z:.4g}<extra></extra>", name="M2"))
+        hovertemplate=f"row %{{y}}, col %{{x}}<br>{name} %{{z:.4g}}<extra></extra>", name=name))
     if clickable:
         step = max(int(click_stride), 1)
         rr, cc = np.mgrid[0:s:step, 0:s:step]
@@ -271,13 +290,13 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
             x=cc.astype(np.int16), y=rr.astype(np.int16), mode="markers",
             marker=dict(size=max(step * 3, 4), opacity=0.0, color="white"),
             customdata=m2[rr, cc].astype(np.float32),
-            hovertemplate="row %{y}, col %{x}<br>M2 %{customdata:.4g}<extra>click to inspect</extra>",
+            hovertemplate=f"row %{{y}}, col %{{x}}<br>{name} %{{customdata:.4g}}<extra>click to inspect</extra>",
             name="pixels", showlegend=False))
     # the colour bar, on a trace of its own so that it keeps full colour in overlay mode
     fig.add_trace(go.Scatter(
         x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="scale",
         marker=dict(colorscale=colorscale(), cmin=0.0, cmax=zmax, color=[0.0], showscale=True,
-                    colorbar=dict(title=dict(text="M2"), thickness=14))))
+                    colorbar=dict(title=dict(text=name), thickness=14))))
     if mask is not None:
         from .render.colours import OUTLINE_RGB
         xs, ys = mask_outline(mask)
@@ -291,10 +310,7 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
                                  marker=dict(symbol="x-thin-open", size=16, line=dict(width=2, color="cyan")),
                                  name="pixel"))
     fig.update_layout(
-        title=dict(text=(f"M2 of {split} image {image}, layer {layer.name} "
-                         f"({layer.feature_size[0]}x{layer.feature_size[1]} upsampled to {s}x{s})<br>"
-                         f"<span style='font-size:12px'>inferno, 0 .. {zmax:.4g} = 99th percentile of M2 "
-                         f"over the {split} split; above: top colour</span>"), font=dict(size=14)),
+        title=dict(text=title, font=dict(size=14)),
         height=height, margin=dict(l=10, r=10, t=70, b=10), dragmode=False, clickmode="event+select",
         plot_bgcolor="white", hovermode="closest")
     fig.update_xaxes(range=[-0.5, s - 0.5], showgrid=False, zeroline=False, constrain="domain")

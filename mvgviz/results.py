@@ -326,6 +326,40 @@ class MethodResult(_EntryResults):
     def has_image_components(self) -> bool:
         return Names.image_components("test") in self.entry.arrays
 
+    @property
+    def has_components(self) -> bool:
+        """Whether the entry holds per-position whitened components (:meth:`components`)."""
+        return Names.components("test") in self.entry.arrays
+
+    @property
+    def components_per_position(self) -> bool:
+        """Whether one Gaussian is fitted per feature position (e.g. PaDiM: the state's mean has one
+        row per position), so that each position whitens its components with its own Gaussian."""
+        shape = (self.entry.info.get(Names.state("mean")) or {}).get("shape")
+        return shape is not None and len(shape) >= 2
+
+    @property
+    def component_basis(self) -> str | None:
+        """How the components were whitened, from the fitted state: ``"pca"`` (eigenvectors of the
+        covariance: component c is the direction with the c-th smallest variance), ``"cholesky"``
+        (sequential whitening: component c is embedding channel c's standardised residual given the
+        channels before it), None for a method without components or an unknown state."""
+        if not self.has_components:
+            return None
+        if Names.state("eigvecs") in self.entry.arrays:
+            return "pca"
+        if Names.state("cholesky") in self.entry.arrays:
+            return "cholesky"
+        return None
+
+    def components(self, split: str, images=None, components=None) -> np.ndarray:
+        """(n, k, h, w) float32 whitened components at feature resolution (their squares add up to
+        :meth:`maps` with ``upsampled=False``); a ValueError for a method without them."""
+        if not self.has_components:
+            raise ValueError(f"method {self.name!r} has no per-position components")
+        out = self.entry.array(Names.components(split))[_index(images)]
+        return np.asarray(out[:, _index(components)], dtype=np.float32)
+
     def n_images(self, split: str) -> int:
         return int(self.entry.array(Names.image_scores(split)).shape[0])
 

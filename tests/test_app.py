@@ -80,7 +80,8 @@ def _layer(at, model):
 
 def test_overview(app, demo_model, demo_root):
     at = app
-    assert at.sidebar.radio(key="page").options == ["Overview", "Components", "Grid", "Inspect", "Diagnostics"]
+    assert at.sidebar.radio(key="page").options == ["Overview", "Components", "Grid", "Inspect", "Diagnostics",
+                                                    "Methods"]
     assert at.sidebar.selectbox(key="root_choice").value == str(demo_root)
     assert at.sidebar.selectbox(key=f"category::{demo_root}").options == ["brick", "coffee"]
     assert at.sidebar.selectbox(key="backbone").value == "efficientnet_lite0"
@@ -687,3 +688,104 @@ def test_diagnostics_page(app, demo_model):
     assert not at.error
     assert not any("kept components" in t.value.columns for t in at.dataframe)
 
+
+
+# ---------------------------------------------------------------------------------------
+# The Methods page: several methods on the same data
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def methods_app(monkeypatch, demo_model, demo_root, demo_cache):
+    """The app on the demo data (the Methods page reads methods through the registry only)."""
+    at = _new(monkeypatch, demo_root, demo_cache)
+    _ok(at.run())
+    return at
+
+
+def _run_methods(at: AppTest, names) -> AppTest:
+    at.multiselect(key="methods_selected").set_value(list(names)).run()
+    _ok(at)
+    at.button(key="methods_run").click().run()
+    _ok(at)
+    return _run_until(at, lambda a: a.dataframe and "not run" not in list(_table(a, "status")["status"])
+                      and not a.get("progress"), timeout=240)
+
+
+def test_methods_page_compares_and_shows_errors(methods_app, demo_root, demo_cache):
+    from mvgviz.compare import label
+    from mvgviz.pipeline import load_method
+    from mvgviz.viewer.methods import TABLE_COLUMNS
+    at = _goto(methods_app, "Methods")
+    assert at.multiselect(key="methods_selected").value == at.multiselect(key="methods_selected").options
+    names = ["mvg", "padim", "spade", "gaussian-ad"]
+    at = _run_methods(at, names)
+    df = _table(at, "status")
+    assert list(df.columns) == [c for c, _ in TABLE_COLUMNS]
+    assert list(df["method"]) == names
+    assert list(df["status"]) == ["ok", "ok", "error", "ok"]
+    # the rows are the cached results' (the JSON schema of mvgviz compare), with numeric, sortable metrics
+    for name in ("mvg", "padim", "gaussian-ad"):
+        r = load_method(demo_root, "brick", name, cache=demo_cache)
+        row = df[df["method"] == label(name, r.options, "efficientnet_lite0")].iloc[0]
+        for col, k in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPR", "pixel_aupr"),
+                       ("AUPRO", "aupro"), ("fit s", "fit_seconds"), ("peak MB", "peak_memory_mb")):
+            ref = r.summary()[k]
+            assert (np.isnan(row[col]) if ref is None else row[col] == pytest.approx(ref)), (name, col)
+    assert df["image AUROC"].dtype.kind == "f"
+    by_auroc = df.sort_values("image AUROC", ascending=False, na_position="last")
+    assert list(by_auroc["method"])[-1] == "spade"
+    # SPADE cannot run on 16 train images (K = 50): its message, no traceback, the others shown
+    assert "spade: option k must be at most the train set's size" in _errors(at)
+    assert "Traceback" not in _errors(at)
+    assert df[df["method"] == "spade"]["note"].iloc[0].startswith("spade: option k")
+    # a null metric says why
+    notes = " | ".join(c.value for c in at.caption)
+    assert re.search(r"gaussian\\?-ad: pixel AUROC, AUPR, AUPRO n/a", notes), notes
+    # the heatmaps: one picture, a scale per method with maps, exports like the Grid's
+    assert len(at.image) == 1
+    scale = _table(at, "max (colour scale)")
+    assert list(scale["method"]) == ["mvg", "padim", "gaussian-ad"]
+    assert scale["max (colour scale)"].iloc[2] is None or np.isnan(scale["max (colour scale)"].iloc[2])
+    from mvgviz.render.methods import map_scale
+    r = load_method(demo_root, "brick", "padim", cache=demo_cache)
+    assert scale["max (colour scale)"].iloc[1] == pytest.approx(map_scale(r, "test"))
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download PNG", "Download PDF", "Download SVG", "Download manifest (JSON)"]
+    jpeg = at.image[0].value
+    at.radio(key="methods_scale_split").set_value("train").run()
+    _ok(at)
+    assert at.image[0].value != jpeg
+    assert _table(at, "max (colour scale)")["max (colour scale)"].iloc[1] == pytest.approx(map_scale(r, "train"))
+
+
+def test_methods_page_explains_the_gaussians(methods_app, demo_root, demo_cache):
+    from mvgviz.explain import decompose_cell, decompose_image, top_images
+    from mvgviz.pipeline import load_method
+    at = _goto(methods_app, "Methods")
+    at = _run_methods(at, ["padim", "gaussian-ad"])
+    assert at.selectbox(key="mx_method").options == ["padim", "gaussian-ad"]
+    # PaDiM: one cell's M2 split into components; the per-position caveat said
+    image = int(at.selectbox(key="mx_image").value)
+    assert any("One Gaussian per position" in i.value for i in at.info)
+    r = load_method(demo_root, "brick", "padim", cache=demo_cache)
+    at.number_input(key="mx_row").set_value(60).run()
+    at.number_input(key="mx_col").set_value(150).run()
+    _ok(at)
+    d = decompose_cell(r, "test", image, 60, 150, top=8)
+    bars = json.loads(_chart(at, "mx_bars"))["data"][0]
+    np.testing.assert_allclose(_arr(bars["y"]), d.top_values, rtol=1e-6)
+    assert bars["x"] == [f"c {c}" for c in d.top]
+    assert _chart(at, "mx_component_map")
+    # Gaussian-AD: the components driving the image's score, and the images highest on one
+    at.selectbox(key="mx_method").set_value("gaussian-ad").run()
+    _ok(at)
+    g = load_method(demo_root, "brick", "gaussian-ad", cache=demo_cache)
+    e = decompose_image(g, "test", image, top=10)
+    ibars = json.loads(_chart(at, "mx_ibars"))
+    assert ibars["layout"]["xaxis"]["categoryarray"] == [e.names[k] for k in e.top]
+    assert sorted(x for t in ibars["data"] for x in t["x"]) == sorted(e.names[k] for k in e.top)
+    t = top_images(g, "test", e.top[0], n=8)
+    top = json.loads(_chart(at, "mx_topimages"))["data"][0]
+    types = g.data.defect_types("test")
+    assert top["x"] == [f"img {i} | {types[i]}" for i in t.images]
+    assert not at.error

@@ -201,7 +201,7 @@ def test_every_page_stays_on_localhost(server, browser):
     hosts: list[str] = []
     page.on("request", lambda r: hosts.append(r.url))
     for name, marker in (("Overview", "Overview:"), ("Components", "Components of"), ("Grid", "Grid:"),
-                         ("Inspect", "Inspect a pixel")):
+                         ("Inspect", "Inspect a pixel"), ("Methods", "Methods:")):
         page.goto(f"{server}/?page={name}", timeout=60_000)
         page.get_by_role("heading", name=marker).first.wait_for(timeout=60_000)
         _wait_idle(page)
@@ -342,4 +342,45 @@ def test_diagnostics_page_and_pattern_png(server, browser, tmp_path):
     page.locator(".js-plotly-plot").nth(2).scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     _shot(page, "page_diagnostics_agreement")
+    assert not page.locator("[data-testid=stException]").count()
+
+
+def test_methods_page_table_heatmaps_and_png(server, browser, demo_root, demo_cache, tmp_path):
+    """The Methods page: the comparison table and the heatmap figure render; the PNG downloads."""
+    from methods_helpers import fit_methods
+    fit_methods(demo_root, demo_cache, ("mvg", "mvg-concat", "padim"))   # the rest is run by the button
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(f"{server}/?page=Methods", timeout=60_000)
+    page.get_by_role("heading", name="Methods:").wait_for(timeout=60_000)
+    _wait_settled(page)
+    page.get_by_role("button", name="Run / compare").click()
+    # the run ends with a rerun of the page: no "not run yet" left, no progress bar
+    page.wait_for_function("() => !document.body.innerText.includes('Not run yet')"
+                           " && !document.querySelector('[data-testid=stProgress]')", timeout=240_000)
+    _wait_settled(page)
+    table = page.locator("[data-testid=stDataFrame]").first
+    table.wait_for(timeout=30_000)
+    for name in ("mvg-concat", "padim", "spade"):
+        table.get_by_text(name, exact=True).first.wait_for(state="attached", timeout=30_000)
+    page.locator("[data-testid=stAlert]").filter(has_text="spade: option k").first.wait_for(timeout=30_000)
+    _shot(page, "page_methods")
+    img = page.locator("[data-testid=stMain] [data-testid=stImage] img").first
+    img.wait_for(timeout=60_000)
+    img.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    _shot(page, "page_methods_heatmaps")
+    assert img.evaluate("i => i.naturalWidth") > 500
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download PNG").click()
+    path = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(path)
+    assert path.name == "brick_efficientnet_lite0_methods_test.png"
+    data = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert data is not None and data.shape[1] > 800 and data.std() > 10
+    if SHOTS:
+        cv2.imwrite(str(Path(SHOTS) / "methods_export.png"), data)
+    page.get_by_role("heading", name="Explanations").scroll_into_view_if_needed()
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)
+    page.wait_for_timeout(800)
+    _shot(page, "page_methods_explain")
     assert not page.locator("[data-testid=stException]").count()

@@ -8,6 +8,8 @@ module                 owns
 ``render.raster``      :func:`render_raster` (OpenCV) and :func:`encode_raster`
 ``render.figure``      :func:`render_figure` (matplotlib, no pyplot)
 ``render.patterns``    the input-independent pattern grid (Diagnostics page, its export)
+``render.methods``     several methods' maps of the same images, one column per method on its
+                       own scale (Methods page, its export): a :class:`GridData`
 =====================  =================================================================
 
 The selection grammar (``best:N``, ``random:N``, ...) lives in :mod:`mvgviz.selection`, the

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..conventions import ParamError
 from .colours import CMAP, format_value
-from .grid import GridData, outline_visible
-from .raster import panel_rgb, wrap_text
+from .grid import GridData, blank_text, outline_visible
+from .raster import _header_variants, panel_rgb, wrap_text
 
 if TYPE_CHECKING:  # matplotlib is imported only by render_figure
     from matplotlib.figure import Figure
@@ -142,6 +142,11 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
 
     fig.suptitle(title, x=left / width, y=1 - 0.1 / height, ha="left", va="top",
                  fontsize=title_pt, linespacing=1.3)
+    # column headers: the first form that fits the column (bold text is ~10 % wider); e.g.
+    # "mvg-concat (AUROC 0.990)" -> "mvg-concat (0.990)" -> "mvg-concat"
+    head_fits = _fits_inches(p + gap, (font_size + 0.5) * 1.1)
+    headers = [next((v for v in _header_variants(c) if head_fits(v)), _header_variants(c)[-2])
+               for c in data.column_labels]
     images = {}
     for i in range(n):
         y_top = top + i * (p + row_gap) + row_gap
@@ -161,14 +166,18 @@ def render_figure(data: GridData, *, panel_inches: float = 1.45, font_size: floa
             ax.set_ylim(data.maps.shape[2] - 0.5, -0.5)
             im.set_gid(f"heatmap-r{i}-c{j}")
             images[i, j] = im
+            blank = blank_text(data, i, j)
             if contour:
                 ax.contour(data.masks[i].astype(np.float32), levels=[0.5], colors=["cyan"],
                            linewidths=0.6)
+            if blank:
+                ax.text(0.5, 0.5, "\n".join(wrap_text(blank, _fits_inches(p - 0.1, font_size))), transform=ax.transAxes,
+                        ha="center", va="center", fontsize=font_size, linespacing=1.3)
             ax.set_title(data.panel_labels[i][j], fontsize=font_size, pad=2)
             if j == 0:
                 ax.set_ylabel(data.row_labels[i], fontsize=font_size + 0.5, labelpad=3)
             if i == 0:
-                ax.text(0.5, 1.0 + (row_gap + 0.05) / p, data.column_labels[j], transform=ax.transAxes,
+                ax.text(0.5, 1.0 + (row_gap + 0.05) / p, headers[j], transform=ax.transAxes,
                         ha="center", va="bottom", fontsize=font_size + 0.5, fontweight="bold")
     y_bar = top + n * (p + row_gap) + 0.12
     for group in data.scale_groups:

@@ -161,6 +161,12 @@ class GridData:
     scale_groups
         Column index groups that share one colour bar: one per column (per-component),
         or all component columns together (cross-component), plus the M2 column.
+    blank_columns
+        Columns that have no map (e.g. an image-level method beside methods with maps,
+        :mod:`mvgviz.render.methods`): their panels show the image faded, with
+        ``blank_texts[i][j]`` written on it, and no colour bar (they are in no scale group).
+    blank_texts
+        (n, m) text written on the blank panels ("" elsewhere); may be empty.
     """
 
     spec: GridSpec
@@ -175,6 +181,8 @@ class GridData:
     panel_labels: tuple[tuple[str, ...], ...] = ()
     defects: tuple[str, ...] = ()
     scale_groups: tuple[tuple[int, ...], ...] = ()
+    blank_columns: tuple[int, ...] = ()
+    blank_texts: tuple[tuple[str, ...], ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -304,6 +312,13 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
     return GridData(spec=spec, images=images, masks=masks, maps=maps, vmax=vmax,
                     column_labels=tuple(col), row_labels=rows, title=title, scale_note=note,
                     panel_labels=panels, defects=defects, scale_groups=groups)
+
+
+def blank_text(data: GridData, row: int, col: int) -> str | None:
+    """The text of a blank panel (a column without a map), None for a panel with a map."""
+    if col not in data.blank_columns:
+        return None
+    return data.blank_texts[row][col] if data.blank_texts else ""
 
 
 def outline_visible(data: GridData, row: int) -> bool:

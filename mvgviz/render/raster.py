@@ -11,7 +11,7 @@ import numpy as np
 
 from ..conventions import ParamError
 from .colours import OUTLINE_RGB, blend, colormap_lut, format_value, heat_rgb
-from .grid import GridData, outline_visible
+from .grid import GridData, blank_text, outline_visible
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _INK = (20, 20, 20)
@@ -205,13 +205,25 @@ def panel_rgb(data: GridData, row: int, col: int, *, outline: bool = True) -> np
 
     The blend of the image and the inferno heatmap (:func:`~mvgviz.render.colours.blend`),
     or the heatmap alone; with the ground-truth contour when ``outline`` and the row has one
-    (the figure passes ``outline=False`` and draws the contour as a vector line).
+    (the figure passes ``outline=False`` and draws the contour as a vector line). A blank
+    column (no map, :attr:`GridData.blank_columns`) shows the image faded towards white.
     """
-    heat = heat_rgb(data.maps[row, col:col + 1], data.vmax[col:col + 1])[0]
-    out = blend(data.images[row], heat, data.spec.alpha) if data.spec.show_image else heat.copy()
+    if blank_text(data, row, col) is not None:
+        out = faded(data.images[row])
+    else:
+        heat = heat_rgb(data.maps[row, col:col + 1], data.vmax[col:col + 1])[0]
+        out = blend(data.images[row], heat, data.spec.alpha) if data.spec.show_image else heat.copy()
     if outline and outline_visible(data, row):
         cv2.drawContours(out, _contours(data.masks[row]), -1, OUTLINE_RGB, 1, cv2.LINE_8)
     return out
+
+
+BLANK_FADE = 0.35  # a blank panel: this much of the image over white
+
+
+def faded(image: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8 image faded towards white: a panel that has no heatmap."""
+    return cv2.addWeighted(image, BLANK_FADE, np.full_like(image, _PAPER), 1.0 - BLANK_FADE, 0.0)
 
 
 def _contours(mask: np.ndarray):
@@ -276,13 +288,22 @@ def render_raster(data: GridData, *, width: int | None = None, label_px: float =
         for j in range(m):
             x, y = lay.panel_x[j], lay.panel_y[i]
             dst = canvas[y:y + s, x:x + s]
-            if spec.show_image:
+            blank = blank_text(data, i, j)
+            if blank is not None:
+                full = faded(data.images[i])
+            elif spec.show_image:
                 full = cv2.addWeighted(data.images[i], 1.0 - spec.alpha, heat[i, j], spec.alpha, 0.0)
             else:
                 full = heat[i, j]
             dst[...] = full if s == native else cv2.resize(full, (s, s), interpolation=cv2.INTER_AREA)
             if contours is not None:
                 cv2.drawContours(dst, contours, -1, OUTLINE_RGB, 1, cv2.LINE_8)
+            if blank:
+                lines = _wrap(blank, s - 6, ts)
+                line_h = int(round(1.6 * label_px))
+                y0 = y + (s - line_h * len(lines)) // 2
+                for k, text in enumerate(lines):
+                    _put(canvas, text, x + s // 2, y0 + k * line_h, ts, anchor="center")
             if lay.panel_labels[i][j]:
                 _put(canvas, lay.panel_labels[i][j], x, y - lay.label_h + 2, ts)
         # row label, vertical, centred on the panel

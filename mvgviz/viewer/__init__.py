@@ -11,6 +11,9 @@ module                 owns
                        :func:`probe_model`, :func:`demo_job`
 ``viewer.tables``      what the pages show: tables, notes, selections, messages, export
                        files and names of a grid
+``viewer.methods``     the Methods page: runs of several methods (a background job), their
+                       results read back from the cache, the comparison table, the heatmap
+                       figure's files
 =====================  =================================================================
 """
 
@@ -30,6 +33,9 @@ from mvgviz.viewer.tables import (ALL_DEFECTS, ALL_IMAGES, CONTROLS, EXPORT_FORM
                                   CHI2_LABEL, ORACLE_LABEL, diagnostics_table, pattern_file_bytes,
                                   pattern_manifest_bytes, pattern_name, variants_table, chart_file_bytes,
                                   chart_manifest_bytes)
+from mvgviz.viewer.methods import (MethodsProgress, MethodsRun, active_run, default_images, failed_run, latest_run,
+                                   method_names, methods_file_bytes, methods_job, methods_key, methods_manifest_bytes,
+                                   methods_name, methods_notes, methods_table, methods_view, run_methods)
 from mvgviz.viewer.weights import IN_ROOT, STANDARD, UPLOAD, UPLOAD_SUFFIXES, save_upload, weights_choices, weights_in_root
 
 __all__ = [
@@ -45,4 +51,7 @@ __all__ = [
     "overview_notes", "overview_table", "parse_app_args", "probe_key", "probe_model", "progress_text",
     "resolve_inside", "CHI2_LABEL", "ORACLE_LABEL", "diagnostics_table", "pattern_file_bytes",
     "pattern_manifest_bytes", "pattern_name", "variants_table",
+    "MethodsProgress", "MethodsRun", "active_run", "default_images", "failed_run", "latest_run", "method_names",
+    "methods_file_bytes", "methods_job", "methods_key", "methods_manifest_bytes", "methods_name", "methods_notes",
+    "methods_table", "methods_view", "run_methods",
 ]

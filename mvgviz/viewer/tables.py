@@ -404,8 +404,8 @@ def _duration(seconds: float) -> str:
 
 
 def listed_jobs(statuses) -> list:
-    """The jobs the sidebar lists: fits and demo data (not cache look-ups)."""
-    return [s for s in statuses if s.key and s.key[0] in ("fit", "demo")]
+    """The jobs the sidebar lists: fits, runs of several methods and demo data (not cache look-ups)."""
+    return [s for s in statuses if s.key and s.key[0] in ("fit", "methods", "demo")]
 
 
 def job_line(status) -> str:
