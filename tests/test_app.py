@@ -711,10 +711,15 @@ def _run_methods(at: AppTest, names) -> AppTest:
                       and not a.get("progress"), timeout=240)
 
 
-def test_methods_page_compares_and_shows_errors(methods_app, demo_root, demo_cache):
+def test_methods_page_compares_and_shows_errors(methods_app, demo_root, demo_cache, monkeypatch):
     from mvgviz.compare import label
+    from mvgviz.models.spade import SPADE
     from mvgviz.pipeline import load_method
     from mvgviz.viewer.methods import TABLE_COLUMNS
+    # SPADE asked for the seeds' K = 50 explicitly (its default caps K at the train set's size):
+    # it cannot run on the 16 train images, and the page must say so
+    seeds = SPADE.for_backbone.__func__
+    monkeypatch.setattr(SPADE, "for_backbone", classmethod(lambda cls, spec, **kw: seeds(cls, spec, **{"k": 50, **kw})))
     at = _goto(methods_app, "Methods")
     assert at.multiselect(key="methods_selected").value == at.multiselect(key="methods_selected").options
     names = ["mvg", "padim", "spade", "gaussian-ad"]
