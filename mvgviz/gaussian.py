@@ -162,13 +162,16 @@ class GaussianAccumulator:
         self.s1: torch.Tensor | None = None  # (*B, C)
         self.s2: torch.Tensor | None = None  # (*B, C, C)
 
-    def update(self, x: torch.Tensor | np.ndarray) -> None:
-        """x: (*B, m, C) samples, any float dtype; summed in float64."""
+    def update(self, x: torch.Tensor | np.ndarray, *, consume: bool = False) -> None:
+        """x: (*B, m, C) samples, any float dtype; summed in float64. ``consume=True``: ``x`` may be
+        overwritten (a contiguous float64 tensor on the accumulator's device is then centred in place,
+        no copy)."""
         import torch
         x = _as_samples(x, self.c, self.batch_shape)
         if x.shape[-2] == 0:
             return
-        x = x.to(self.device, torch.float64, copy=True)  # a float64 copy, centred in place below
+        reuse = consume and x.dtype == torch.float64 and x.device == self.device and x.is_contiguous()
+        x = x if reuse else x.to(self.device, torch.float64, copy=True)  # float64, centred in place below
         first = self.shift is None
         shift = x.mean(-2) if first else self.shift
         x.sub_(shift.unsqueeze(-2))

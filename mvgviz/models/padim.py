@@ -28,9 +28,11 @@ kept in float32, the state the scorer uses as it is (no second copy). Peak, beyo
 features: ``P d^2 (8 + 4)`` bytes. WideResNet-50-2 at 224 (P = 3136, d = 550): 7.6 GB of sums +
 3.8 GB of factors = 11.4 GB, on a 24 GiB machine 12 GiB to spare (measured: BENCHMARKS.md);
 ResNet-18 (d = 100): 0.38 GB; EfficientNet-Lite0 (d = 39): 57 MB. Scoring holds the factors
-(3.8 GB for WideResNet-50-2) and one batch. The solve runs in float32 and each map sums its
-squared components in float64 (relative error ~1e-5 against float64, tested; far below any
-metric's resolution).
+(3.8 GB for WideResNet-50-2) and one batch. Scoring centres the embeddings in float32 (the
+float64 mean rounded once), solves in float32 and sums each map's squared components in float64
+(relative error ~1e-5 against float64, tested; far below any metric's resolution). The fit gathers
+the embeddings of several batches (at most ``GROUP_BYTES``, positions first, float64) before each
+update of the sums: P small products run faster with more samples each.
 
 State arrays: ``mean`` (P, d) float64, ``cholesky`` (P, d, d) float32 lower-triangular factors
 of ``Sigma_ij + eps I``, ``channels`` (d,) the chosen embedding channels; meta: grid, n_samples,
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
     import torch
 
     from ..progress import Progress
+
+# the most memory the fit holds for gathered embeddings (positions first, float64)
+GROUP_BYTES = 128 * 2**20
 
 # the seeds' channel counts of the embedding subset
 PAPER_CHANNELS = {"resnet18": 100, "wide_resnet50_2": 550}
@@ -205,9 +210,24 @@ class PaDiM:
         idx = torch.as_tensor(keep, device=device)
         d, p = len(keep), h * w
         acc = GaussianAccumulator(d, device)
+        # the embeddings of several batches are gathered (positions first, float64) before each update:
+        # P products of (d, m) x (m, d) run faster for m of 32 and more; at most GROUP_BYTES are held
+        group = max(1, min(features.n_images("train"), GROUP_BYTES // (p * d * 8)))
+        buf = torch.empty((h, w, group, d), dtype=torch.float64, device=device)
+        filled = 0
         for b in features.batches("train", self.layers, batch_size=batch_size, device=device):
             e = self.embed(b, idx)  # (n, d, h, w)
-            acc.update(e.permute(2, 3, 0, 1).reshape(p, e.shape[0], d))  # (P, n, d): P Gaussians
+            i, n = 0, e.shape[0]
+            while i < n:
+                m = min(n - i, group - filled)
+                buf[:, :, filled:filled + m].copy_(e[i:i + m].permute(2, 3, 0, 1))  # layout and dtype in one pass
+                filled, i = filled + m, i + m
+                if filled == group:
+                    acc.update(buf.view(p, group, d), consume=True)  # (P, m, d): P Gaussians
+                    filled = 0
+        if filled:
+            acc.update(buf.view(p, group, d)[:, :filled].contiguous(), consume=True)
+        del buf
         if acc.n < 2:
             raise ParamError("data", f"PaDiM's per-position covariance needs at least 2 train images, got {acc.n}")
         chol = np.empty((p, d, d), np.float32)
@@ -234,14 +254,17 @@ class PaDiM:
         scores of a batch."""
         import torch
         chol = torch.as_tensor(np.asarray(state.arrays["cholesky"], dtype=np.float32), device=device)  # (P, d, d)
-        mean = torch.as_tensor(np.asarray(state.arrays["mean"]), dtype=torch.float64, device=device)  # (P, d)
+        # (P, d): the float64 mean rounded once; the centred embeddings are float32, as the solve is
+        mean32 = torch.as_tensor(np.asarray(state.arrays["mean"]), dtype=torch.float64, device=device).float()
         idx = torch.as_tensor(np.asarray(state.arrays["channels"]), device=device)
         h, w = state.meta["grid"]
 
         def score(feats: dict) -> BatchScores:
-            e = self.embed(feats, idx).to(torch.float64)                 # (n, d, h, w)
+            e = self.embed(feats, idx)                                   # (n, d, h, w)
             n, d = e.shape[:2]
-            x = (e.permute(2, 3, 1, 0).reshape(h * w, d, n) - mean[:, :, None]).float()  # (P, d, n) centred
+            x = torch.empty((h, w, d, n), dtype=torch.float32, device=e.device)
+            x.copy_(e.permute(2, 3, 1, 0))                               # positions first, in one pass
+            x = x.view(h * w, d, n).sub_(mean32[:, :, None])             # (P, d, n) centred
             y = torch.linalg.solve_triangular(chol, x, upper=False)      # (P, d, n) = L^-1 (x - mu)
             m2 = torch.linalg.vector_norm(y, dim=1, dtype=torch.float64).square_().T.reshape(n, h, w).float()  # M2
             comps = y.permute(2, 1, 0).reshape(n, d, h, w)               # (n, d, h, w)
