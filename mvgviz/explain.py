@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .conventions import ParamError, check_split
+from .inspect import ComponentShares
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -85,7 +86,7 @@ def _need(result: "MethodResult", flag: str, what: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class CellDecomposition:
+class CellDecomposition(ComponentShares):
     """The map value of one feature cell and its split into whitened components.
 
     Attributes
@@ -125,24 +126,6 @@ class CellDecomposition:
     per_position: bool
     pixel_value: float
     basis: str | None = None
-
-    @property
-    def total(self) -> float:
-        return float(self.y2.sum())
-
-    @property
-    def shares(self) -> np.ndarray:
-        """(C,) share of the cell's M2 per component; sums to 1 (zeros where M2 is 0)."""
-        t = self.total
-        return self.y2 / t if t > 0 else np.zeros_like(self.y2)
-
-    @property
-    def top_values(self) -> np.ndarray:
-        return self.y2[list(self.top)]
-
-    @property
-    def top_share(self) -> float:
-        return float(self.shares[list(self.top)].sum())
 
     def to_dict(self) -> dict:
         return {"method": self.method, "split": self.split, "image": self.image, "row": self.row, "col": self.col,

@@ -62,8 +62,36 @@ def _check_pixel(layer: "LayerModel", row: int, col: int) -> tuple[int, int]:
     return int(row), int(col)
 
 
+class ComponentShares:
+    """A score split into per-component contributions ``y2`` (C,) with the ``top`` indices:
+    the totals and shares every decomposition shows (pixel, cell)."""
+
+    y2: np.ndarray
+    top: tuple[int, ...]
+
+    @property
+    def total(self) -> float:
+        """Sum of all contributions (equals M2 up to rounding)."""
+        return float(self.y2.sum())
+
+    @property
+    def shares(self) -> np.ndarray:
+        """(C,) fraction of M2 contributed by each component; sums to 1 (0 if M2 is 0)."""
+        t = self.total
+        return self.y2 / t if t > 0 else np.zeros_like(self.y2)
+
+    @property
+    def top_values(self) -> np.ndarray:
+        return self.y2[list(self.top)]
+
+    @property
+    def top_share(self) -> float:
+        """Fraction of M2 explained by the ``top`` components."""
+        return float(self.shares[list(self.top)].sum())
+
+
 @dataclass(frozen=True)
-class PixelDecomposition:
+class PixelDecomposition(ComponentShares):
     """The M2 value of one input pixel and its split into components.
 
     Attributes
@@ -100,25 +128,6 @@ class PixelDecomposition:
     feature_size: tuple[int, int]
     stride: int
 
-    @property
-    def total(self) -> float:
-        """Sum of all contributions (equals ``m2`` up to rounding)."""
-        return float(self.y2.sum())
-
-    @property
-    def shares(self) -> np.ndarray:
-        """(C,) fraction of M2 contributed by each component; sums to 1 (0 if M2 is 0)."""
-        t = self.total
-        return self.y2 / t if t > 0 else np.zeros_like(self.y2)
-
-    @property
-    def top_values(self) -> np.ndarray:
-        return self.y2[list(self.top)]
-
-    @property
-    def top_share(self) -> float:
-        """Fraction of M2 explained by the ``top`` components."""
-        return float(self.shares[list(self.top)].sum())
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "split": self.split, "image": self.image, "row": self.row,

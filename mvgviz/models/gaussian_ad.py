@@ -66,8 +66,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..conventions import ParamError
 from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
-from .imagelevel import (PooledScorer, check_fraction, check_layer_names, fit_level, layers_option, levels_state,
-                         pool, reject_unknown)
+from .imagelevel import (PooledScorer, check_fraction, check_layer_names, fit_levels, layers_option, levels_state,
+                         reject_unknown)
 
 if TYPE_CHECKING:
     from ..progress import Progress
@@ -149,13 +149,8 @@ class GaussianAD:
     def fit(self, features: FeatureSource, *, device, batch_size: int = 16,
             progress: "Progress | None" = None) -> State:
         """One Gaussian per level, streamed over the train split (a few passes per level)."""
-        levels = []
-        for layer in self.layers:
-            def rows(layer=layer):  # (n, C) pooled vectors of one batch; a fresh pass each call
-                for b in features.batches("train", (layer,), batch_size=batch_size, device=device):
-                    yield pool(b[layer])
-            levels.append(fit_level(rows, reg=self.reg, keep=_KEEP[self.variant], fraction=self.variance,
-                                    device=device, name=layer))
+        levels = fit_levels(features, self.layers, batch_size=batch_size, device=device, reg=self.reg,
+                            keep=_KEEP[self.variant], fraction=self.variance)
         return levels_state(self.layers, levels, {"variant": self.variant, "variance": self.variance})
 
     def scorer(self, state: State, device, *, size: tuple[int, int]):

@@ -170,6 +170,19 @@ def whitening_matrix(eigvals: np.ndarray, eigvecs: np.ndarray) -> np.ndarray:
     return np.asarray(eigvecs, dtype=np.float64) * inv_sqrt[None, :]
 
 
+def fit_levels(features, layers, *, batch_size: int, device=None, **kw) -> list:
+    """:func:`fit_level` on each layer's globally pooled features (``pool``), streamed over the
+    train split of a :class:`~mvgviz.models.base.FeatureSource` (a fresh pass each time one is
+    asked for); ``kw``: ``reg``, ``keep``, ``fraction``."""
+    levels = []
+    for layer in layers:
+        def rows(layer=layer):  # (n, C) pooled vectors of one batch
+            for b in features.batches("train", (layer,), batch_size=batch_size, device=device):
+                yield pool(b[layer])
+        levels.append(fit_level(rows, device=device, name=layer, **kw))
+    return levels
+
+
 def fit_level(rows: Callable[[], Iterable["torch.Tensor"]], *, reg: str, keep: str | None = None,
               fraction: float | None = None, device=None, name: str = "") -> LevelGaussian:
     """Fit one level's Gaussian to pooled vectors, streamed.

@@ -154,20 +154,11 @@ class MVG(_PooledGaussian):
         return feats[self.layer]
 
 
-@dataclass(frozen=True)
-class MVGConcat(_PooledGaussian):
-    """One Gaussian on the concatenated embedding of ``layers_`` (finest first), all positions pooled."""
+class _MultiLayer:
+    """What the multi-layer Gaussians share: the ``layers_`` and ``reg`` options and their check."""
 
     layers_: tuple[str, ...]
-    reg: str = "none"
-
-    name: ClassVar[str] = "mvg-concat"
-
-    @classmethod
-    def for_backbone(cls, spec, *, layers=None, reg: str = "none") -> "MVGConcat":
-        """Default: the backbone's first three layers (PaDiM's embedding, without its channel subset)."""
-        from ..gaussian import reg_tag
-        return cls(_layer_names(spec, layers, spec.layers[:3]), reg_tag(reg))
+    reg: str
 
     def check(self, features: FeatureSource) -> None:
         check_layers(self.layers, features)
@@ -182,13 +173,29 @@ class MVGConcat(_PooledGaussian):
         from ..gaussian import reg_tag
         return {"layers": list(self.layers_), "reg": reg_tag(self.reg)}
 
+
+@dataclass(frozen=True)
+class MVGConcat(_MultiLayer, _PooledGaussian):
+    """One Gaussian on the concatenated embedding of ``layers_`` (finest first), all positions pooled."""
+
+    layers_: tuple[str, ...]
+    reg: str = "none"
+
+    name: ClassVar[str] = "mvg-concat"
+
+    @classmethod
+    def for_backbone(cls, spec, *, layers=None, reg: str = "none") -> "MVGConcat":
+        """Default: the backbone's first three layers (PaDiM's embedding, without its channel subset)."""
+        from ..gaussian import reg_tag
+        return cls(_layer_names(spec, layers, spec.layers[:3]), reg_tag(reg))
+
     def _input(self, feats: dict):
         from .embedding import embed
         return embed(feats, self.layers_)
 
 
 @dataclass(frozen=True)
-class MVGSum:
+class MVGSum(_MultiLayer):
     """The paper's Gaussian on each of ``layers_``; scores and maps summed over the layers."""
 
     layers_: tuple[str, ...]
@@ -205,18 +212,6 @@ class MVGSum:
         """Default: every layer of the backbone."""
         from ..gaussian import reg_tag
         return cls(_layer_names(spec, layers, spec.layers), reg_tag(reg))
-
-    def check(self, features: FeatureSource) -> None:
-        check_layers(self.layers, features)
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return tuple(self.layers_)
-
-    @property
-    def options(self) -> dict:
-        from ..gaussian import reg_tag
-        return {"layers": list(self.layers_), "reg": reg_tag(self.reg)}
 
     def fit(self, features: FeatureSource, *, device, batch_size: int = 16,
             progress: "Progress | None" = None) -> State:

@@ -78,8 +78,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
-from .imagelevel import (PooledScorer, check_fraction, check_layer_names, fit_level, layers_option, levels_state,
-                         pool, reject_unknown)
+from .imagelevel import (PooledScorer, check_fraction, check_layer_names, fit_levels, layers_option, levels_state,
+                         reject_unknown)
 
 if TYPE_CHECKING:
     import torch
@@ -146,13 +146,8 @@ class OPCA:
     def fit(self, features: FeatureSource, *, device, batch_size: int = 16,
             progress: "Progress | None" = None) -> State:
         """PCA, selection and Gaussian per layer, streamed over the train split (three passes per layer)."""
-        levels = []
-        for layer in self.layers:
-            def rows(layer=layer):  # (n, C) pooled vectors of one batch; a fresh pass each call
-                for b in features.batches("train", (layer,), batch_size=batch_size, device=device):
-                    yield pool(b[layer])
-            levels.append(fit_level(rows, reg=self.reg, keep="smallest", fraction=self.fraction, device=device,
-                                    name=layer))
+        levels = fit_levels(features, self.layers, batch_size=batch_size, device=device, reg=self.reg,
+                            keep="smallest", fraction=self.fraction)
         return levels_state(self.layers, levels, {"fraction": self.fraction})
 
     def scorer(self, state: State, device, *, size: tuple[int, int]):
