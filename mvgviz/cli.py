@@ -334,13 +334,15 @@ def _compare_command(args) -> int:
         if "error" in r:
             continue
         print(f"{r['category']}  backbone {r['backbone']}  weights {r['weights']}")
-        lw = max([len("method")] + [len(m["label"]) for m in r["methods"]]) + 2
+        shown = {id(m): m["label"] + "".join(f" [{k}={v}]" for k, v in m.get("resolved_options", {}).items())
+                 for m in r["methods"]}
+        lw = max([len("method")] + [len(t) for t in shown.values()]) + 2
         print(f"  {'method':<{lw}}{'img AUROC':>10}{'px AUROC':>10}{'AUPR':>8}{'AUPRO':>8}{'fit s':>9}"
               f"{'predict s':>11}{'peak MB':>9}")
         for m in r["methods"]:
             secs = [("n/a" if m[k] is None else f"{m[k]:.2f}") for k in ("fit_seconds", "predict_seconds")]
             mem = "n/a" if m["peak_memory_mb"] is None else f"{m['peak_memory_mb']:.0f}"
-            print(f"  {m['label']:<{lw}}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}"
+            print(f"  {shown[id(m)]:<{lw}}{_num(m['image_auroc']):>10}{_num(m['pixel_auroc']):>10}"
                   f"{_num(m['pixel_aupr']):>8}{_num(m['aupro']):>8}{secs[0]:>9}{secs[1]:>11}{mem:>9}"
                   f"{'  (cached)' if m.get('cached') else ''}")
         for note in sorted({m["metrics_note"] for m in r["methods"] if m.get("metrics_note")}):

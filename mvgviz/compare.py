@@ -8,7 +8,10 @@ pass (:func:`mvgviz.pipeline.fit_method`), and is evaluated by the same exact me
 "pixel_aupr", "aupro", "fit_seconds", "predict_seconds", "peak_memory_mb", "label", "metrics_note", "cached"}]}``
 
 with pixel metrics null where a method has no maps (the note says why); ``label`` is the name with
-the options that differ from the defaults (``padim(channels=50)``). A method that cannot
+the options asked for that differ from the defaults (``padim(channels=50)``; the same label in every
+category, for the means); ``options`` are the options as run, and ``resolved_options``, where
+present, what the fit resolved from the data (SPADE's default K capped at a small train set:
+``{"k": 40}``). A method that cannot
 run on the configuration (SPADE's K larger than the train set, a layer the backbone lacks) gets
 ``"error"`` and null metrics; the others still run. The batch form
 (:func:`compare`) covers several categories, every category of the root by default, and adds the
@@ -17,9 +20,11 @@ mean of each metric per method over the categories where it is defined.
 Times: ``fit_seconds`` is the method's fit on the cached features, ``predict_seconds`` the scoring
 of the test split's cached features: image scores and the maps at the pixels; the backbone's pass is
 shared by every method and reported once per category (``feature_seconds``, null when it came
-from the cache). ``peak_memory_mb`` is the process's peak RSS while the method ran
-(:mod:`mvgviz.footprint`): in one process it includes what earlier work left allocated; the
-benchmark (``bench/bench_methods.py``) runs each method in a fresh process.
+from the cache). ``peak_memory_mb`` is the process's peak RSS (:mod:`mvgviz.footprint`) over
+everything the method's entry holds: fit, scoring both splits, colour-scale statistics,
+diagnostics, metrics and, for the Gaussians with components, the ranking; in one process it
+includes what earlier work left allocated; the benchmark (``bench/bench_methods.py``) runs each
+method in a fresh process. A cached row reports the run that computed it.
 """
 
 from __future__ import annotations
@@ -63,7 +68,11 @@ def compare_category(root: str | os.PathLike, category: str, methods: str | Sequ
             rows.append({**_error_row(name, opts, e), "label": f"{name}({_spell(opts)})" if opts else name})
             continue
         weights = r.weights
-        rows.append({**r.summary(), "label": label(name, r.effective_options, backbone)})
+        row = {**r.summary(), "label": label(name, r.options, backbone)}
+        resolved = {k: v for k, v in r.effective_options.items() if r.options.get(k) != v}
+        if resolved:  # what the fit resolved from the data (SPADE's default K on a small train set)
+            row["resolved_options"] = resolved
+        rows.append(row)
     spent = progress.timings.get("backbone", 0.0) - before.get("backbone", 0.0)
     return {"category": category, "backbone": backbone, "weights": weights,
             "feature_seconds": round(spent, 3) if spent > 0 else None, "methods": rows}
@@ -130,10 +139,17 @@ def compare(root: str | os.PathLike, categories: Sequence[str] | None = None, me
 
 
 def _check_methods(wanted, backbone: str) -> None:
+    """Every method and option exists and is valid for the backbone; a ParamError naming
+    ``methods`` that says which method and option (``padim: option seed must be ...``)."""
     from .backbones import get_spec
     spec = get_spec(backbone)
     for name, opts in wanted:
-        build_method(name, spec, opts, param="methods")
+        try:
+            build_method(name, spec, opts, param="methods")
+        except ParamError as e:
+            if e.param == "methods":
+                raise
+            raise ParamError("methods", f": {name}: {_say(e)}") from None
 
 
 def _means(results: list[dict]) -> dict:

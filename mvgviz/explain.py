@@ -12,9 +12,10 @@ is read from its results (:class:`mvgviz.results.MethodResult`'s flags), never f
   whitens with its own Gaussian. With PCA whitening (``component_basis == "pca"``) component ``c``
   is the ``c``-th direction of that position's own spectrum: the same index means a different
   direction at each position, so a component map mixes unrelated directions. With Cholesky
-  whitening (``"cholesky"``, PaDiM's) component ``c`` is embedding channel ``c``'s standardised
-  residual given the channels before it: the same channel everywhere, conditioned by each
-  position's own covariance. Either way the split of one cell is exact.
+  whitening (``"cholesky"``, PaDiM's) component ``c`` is the ``c``-th channel of the kept embedding
+  subset (in embedding order, finest layer first; ``state_channels`` in the cache maps it to the
+  embedding's channel), standardised given the channels before it: the same channel everywhere,
+  conditioned by each position's own covariance. Either way the split of one cell is exact.
 - **image-level components** (``has_image_components``: Gaussian-AD, OPCA). Each image has one
   whitened vector per group (level), concatenated (``image_components``, (N, K)); the squares of
   a group's block add up to that group's squared distance ``M_l**2``. :func:`decompose_image`
@@ -174,12 +175,13 @@ def basis_note(per_position: bool, basis: str | None) -> str:
     """What a component index means, in one sentence for the page."""
     if not per_position:
         what = {"pca": "the direction with the c-th smallest variance of the one Gaussian",
-                "cholesky": "embedding channel c's standardised residual given the channels before it"}
+                "cholesky": "the c-th kept channel's standardised residual given the channels before it"}
         return f"Component c is {what.get(basis, 'one whitened direction')}, the same at every position."
     if basis == "cholesky":
-        return ("One Gaussian per position, Cholesky whitening: component c is embedding channel c's standardised "
-                "residual given the channels before it, the same channel at every position but conditioned by "
-                "that position's own covariance.")
+        return ("One Gaussian per position, Cholesky whitening: component c is the c-th channel of the kept "
+                "embedding subset (in embedding order, finest layer first), as its standardised residual given "
+                "the channels before it: the same channel at every position, conditioned by that position's own "
+                "covariance.")
     return ("One Gaussian per position: component c is the c-th whitened direction of that position's own "
             "Gaussian, so the same index means a different direction at each position; a component's map mixes "
             "unrelated directions.")
@@ -384,7 +386,7 @@ def cell_figure(d: CellDecomposition, *, label: str | None = None, height: int =
     top = list(d.top)
     n_rest = len(d.y2) - len(top)
     rest = f", the other {n_rest} = {max(1.0 - d.top_share, 0.0) * 100:.1f}%" if n_rest else ""
-    where = ("per position, Cholesky: c = embedding channel c" if d.per_position and d.basis == "cholesky" else
+    where = ("per position, Cholesky: c = the c-th kept embedding channel" if d.per_position and d.basis == "cholesky" else
              "per position: c is a different direction at each position" if d.per_position else
              "one Gaussian: c is the same direction everywhere")
     title = (f"{label or d.method}: cell ({d.cell[0]}, {d.cell[1]}) of {d.grid[0]}x{d.grid[1]}, M2 = {d.m2:.4g}<br>"

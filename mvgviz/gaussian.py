@@ -155,7 +155,7 @@ class GaussianAccumulator:
     def __init__(self, channels: int, device: torch.device | str = "cpu"):
         import torch
         self.c = channels
-        self.device = torch.device(device)
+        self.device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0": comparable with tensors' devices
         self.n = 0
         self.batch_shape: tuple[int, ...] | None = None
         self.shift: torch.Tensor | None = None
@@ -203,12 +203,11 @@ class GaussianAccumulator:
         """(*B, C) float64."""
         return self.shift + self.s1 / self.n
 
-    def scatter(self, index=slice(None)) -> torch.Tensor:
-        """sum (x - mu)(x - mu)^T, (*B, C, C) float64; ``index`` selects Gaussians along the
-        first batch dimension (a slice: only those are computed, e.g. PaDiM's positions in chunks)."""
-        d = self.s1[index] / self.n
+    def scatter(self) -> torch.Tensor:
+        """sum (x - mu)(x - mu)^T, (*B, C, C) float64 (one new array)."""
         import torch
-        return torch.addcmul(self.s2[index], d.unsqueeze(-1), d.unsqueeze(-2), value=-self.n)  # one new array
+        d = self.s1 / self.n
+        return torch.addcmul(self.s2, d.unsqueeze(-1), d.unsqueeze(-2), value=-self.n)
 
 
 def _as_samples(x, channels: int, batch_shape: tuple[int, ...] | None) -> torch.Tensor:
@@ -294,13 +293,6 @@ def fit_gaussian(x: Callable[[], Iterable[torch.Tensor | np.ndarray]] | torch.Te
 def eigval_floor(w: torch.Tensor) -> torch.Tensor:
     """(*B) the floor at or below which eigenvalues (*B, C) count as 0: ``C eps max(w)``."""
     return w.shape[-1] * np.finfo(np.float64).eps * w.amax(-1).clamp(min=0.0)
-
-
-def floor_eigvals(w: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues (*B, C) with those at or below :func:`eigval_floor` set to 0."""
-    import torch
-    floor = eigval_floor(w).unsqueeze(-1)
-    return torch.where(w > floor, w, torch.zeros_like(w))
 
 
 def _ledoit_wolf(chunks_fn, acc: GaussianAccumulator, mu: torch.Tensor,

@@ -342,7 +342,7 @@ class MethodResult(_EntryResults):
     def component_basis(self) -> str | None:
         """How the components were whitened, from the fitted state: ``"pca"`` (eigenvectors of the
         covariance: component c is the direction with the c-th smallest variance), ``"cholesky"``
-        (sequential whitening: component c is embedding channel c's standardised residual given the
+        (sequential whitening: component c is the c-th kept embedding channel's standardised residual given the
         channels before it), None for a method without components or an unknown state."""
         if not self.has_components:
             return None

@@ -360,8 +360,7 @@ def test_methods_page_table_heatmaps_and_png(server, browser, demo_root, demo_ca
     _wait_settled(page)
     table = page.locator("[data-testid=stDataFrame]").first
     table.wait_for(timeout=30_000)
-    # SPADE's K: the seeds' 50 capped at the demo's 16 train images, and labelled so
-    for name in ("mvg-concat", "padim", "spade(k=16)"):
+    for name in ("mvg-concat", "padim", "spade"):
         table.get_by_text(name, exact=True).first.wait_for(state="attached", timeout=30_000)
     _shot(page, "page_methods")
     img = page.locator("[data-testid=stMain] [data-testid=stImage] img").first

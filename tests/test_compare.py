@@ -93,7 +93,8 @@ def test_a_method_that_cannot_run_says_why_and_the_others_run(data):
     for m in out["methods"][0], out["methods"][2], out["methods"][3]:
         assert KEYS <= set(m) and 0 <= m["image_auroc"] <= 1 and "error" not in m
     # SPADE's default K: the seeds' 50, capped at the 8 train images, and says so
-    assert out["methods"][3]["options"]["k"] == 8 and out["methods"][3]["label"] == "spade(k=8)"
+    sp = out["methods"][3]
+    assert sp["options"]["k"] == 8 and sp["resolved_options"] == {"k": 8} and sp["label"] == "spade"
     with pytest.raises(ParamError) as e:
         _fm(data, "spade", options={"k": 9})
     assert e.value.param == "k"
@@ -127,10 +128,24 @@ def test_cli_json_schema_and_errors(data, capsys):
     assert "spade: option k must be at most" in err and "Traceback" not in err
 
 
+def test_option_errors_say_the_method_and_option(data):
+    root, cache = data
+    for methods, words in (("padim:seed=1.5", "padim: option seed must be an integer"),
+                           ("spade:kappa=60", "spade: option kappa must be at most K = 50"),
+                           ("padim:layers=_blocks[2]+_blocks[2]", "padim: option layers names a layer twice"),
+                           ("gaussian-ad:layers=3", "gaussian-ad: option layers")):
+        with pytest.raises(ParamError, match=words.replace("[", r"\[")) as e:
+            compare_category(root, "widget", methods, cache=cache, preprocessing=PRE, device="cpu")
+        assert e.value.param == "methods"
+
+
 def test_parse_methods_grammar():
     assert parse_methods("mvg, padim:channels=50:seed=1,spade:k=20:sigma=2.5,mvg-concat:layers=a+b") == [
         ("mvg", {}), ("padim", {"channels": 50, "seed": 1}), ("spade", {"k": 20, "sigma": 2.5}),
         ("mvg-concat", {"layers": "a+b"})]
+    # a value holding ':' (the ridge regulariser); names stay text even when they read as numbers
+    assert parse_methods("mvg:reg=ridge:0.1:layer=3,padim:eps=1e-3") == [
+        ("mvg", {"reg": "ridge:0.1", "layer": "3"}), ("padim", {"eps": 0.001})]
     with pytest.raises(ParamError, match="key=value"):
         parse_methods("padim:channels")
     with pytest.raises(ParamError, match="at least one method"):

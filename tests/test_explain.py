@@ -163,7 +163,7 @@ def test_errors_name_the_argument(results):
 def test_figures(results, demo_model):
     d = decompose_cell(results["padim"], "test", 7, 100, 100, top=6)
     fig = cell_figure(d, label="padim")
-    assert len(fig.data[0].x) == 6 and "c = embedding channel c" in fig.layout.title.text
+    assert len(fig.data[0].x) == 6 and "c = the c-th kept embedding channel" in fig.layout.title.text
     assert "same direction everywhere" in cell_figure(decompose_cell(results["mvg"], "test", 7, 1, 1)).layout.title.text
     np.testing.assert_allclose(fig.data[0].y, d.top_values)
     e = decompose_image(results["opca"], "test", 3, top=4)

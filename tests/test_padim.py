@@ -121,7 +121,15 @@ def test_for_backbone_defaults_round_trip_and_check():
     assert e.value.param == "layers"
     with pytest.raises(ParamError) as e:
         PaDiM.for_backbone(r18, layers="layer9")
-    assert e.value.param == "layer"
+    assert e.value.param == "layers"
+    for bad in ("layer1+layer1", 3):  # a repeated layer; a number from the command line
+        with pytest.raises(ParamError) as e:
+            PaDiM.for_backbone(r18, layers=bad)
+        assert e.value.param == "layers"
+    for kw in ({"seed": 1.5}, {"seed": -1}, {"eps": float("inf")}, {"sigma": float("nan")}):
+        with pytest.raises(ParamError) as e:
+            PaDiM.for_backbone(r18, **kw)
+        assert e.value.param == next(iter(kw))
     rng = np.random.default_rng(0)
     src = ArrayFeatures({"train": _feats(rng, 4), "test": _feats(rng, 2)})
     PaDiM(("l1", "l2"), channels=7).check(src)

@@ -193,7 +193,7 @@ def test_option_values_are_validated(kw, param):
         SPADE(**args)
     assert e.value.param == param
     if param == "kappa" and kw.get("k") == 5:
-        assert "at most k = 5" in str(e.value) and "got 6" in str(e.value)
+        assert "at most K = 5" in str(e.value) and "got 6" in str(e.value)
 
 
 def test_for_backbone_defaults_and_round_trip():

@@ -51,6 +51,10 @@ def build_method(name: str, spec, options: dict | None = None, *, param: str = "
     return METHODS[name].for_backbone(spec, **options)
 
 
+# options whose values are names or spellings, never numbers (a layer "3" is a name)
+TEXT_OPTIONS = frozenset({"layer", "layers", "image_layer", "pixel_layers", "reg", "variant"})
+
+
 def _value(text: str):
     """An option's value as typed: int, float, true/false, else the string."""
     low = text.strip().lower()
@@ -66,19 +70,25 @@ def _value(text: str):
 
 def parse_methods(text: str, *, param: str = "methods") -> list[tuple[str, dict]]:
     """``"mvg,padim:channels=50:seed=1,spade:k=20"`` -> ``[(name, options), ...]`` (no backbone
-    needed; :func:`build_method` checks the names and options). Layer lists join names with ``+``."""
+    needed; :func:`build_method` checks the names and options). Layer lists join names with ``+``;
+    a value may hold ``:`` (``mvg:reg=ridge:0.1``); names and spellings (:data:`TEXT_OPTIONS`) stay
+    text, other values become numbers or true/false where they read so."""
     out = []
     for item in (t.strip() for t in str(text).split(",")):
         if not item:
             continue
         name, *pairs = item.split(":")
-        opts = {}
+        opts, last = {}, None
         for pair in pairs:
             key, eq, value = pair.partition("=")
+            if not eq and last is not None:  # a value holding ':' (reg=ridge:0.1): the previous value goes on
+                opts[last] = f"{opts[last]}:{pair}"
+                continue
             if not eq or not key.strip():
                 raise ParamError(param, f": {item!r}: options are written name:key=value[:key=value], got {pair!r}")
-            opts[key.strip().replace("-", "_")] = _value(value)
-        out.append((name.strip().lower(), opts))
+            last = key.strip().replace("-", "_")
+            opts[last] = value.strip()
+        out.append((name.strip().lower(), {k: v if k in TEXT_OPTIONS else _value(v) for k, v in opts.items()}))
     if not out:
         raise ParamError(param, f"must name at least one method ({', '.join(METHODS)}), got {text!r}")
     return out

@@ -147,3 +147,27 @@ def check_train_size(n_needed: int, features: FeatureSource, param: str, what: s
     n = features.n_images("train")
     if n < n_needed:
         raise ParamError(param, f"{what} needs at least {n_needed} train images, the train split has {n}")
+
+
+def layer_list(spec, layers, param: str = "layers", *, finest_first: bool = True) -> tuple:
+    """A layer-list option against a backbone ``spec``: a list, or one string ``"a+b"`` / ``"a,b"``
+    (a scalar from the command line counts as a name) -> the layers' specs, in the order given.
+    A ParamError naming ``param`` for an unknown name, a repeated layer, an empty list, or (with
+    ``finest_first``) layers not ordered from the finest grid to the coarsest."""
+    from ..conventions import ParamError
+    if isinstance(layers, (list, tuple)):
+        names = [str(n).strip() for n in layers]
+    else:
+        names = [n.strip() for n in str(layers).replace(",", "+").split("+")]
+    names = [n for n in names if n]
+    if not names:
+        raise ParamError(param, f"must name at least one layer of {spec.name!r}, got {layers!r}")
+    try:
+        chosen = tuple(spec.layer(n) for n in names)
+    except ParamError as e:
+        raise ParamError(param, e.detail) from None
+    if len({l.name for l in chosen}) < len(chosen):
+        raise ParamError(param, f"names a layer twice: {', '.join(l.name for l in chosen)}")
+    if finest_first and [l.stride for l in chosen] != sorted(l.stride for l in chosen):
+        raise ParamError(param, f"must be finest first, got {', '.join(l.name for l in chosen)}")
+    return chosen

@@ -67,10 +67,11 @@ def pool(feats: "torch.Tensor") -> "torch.Tensor":
 def layers_option(spec, layers) -> tuple[str, ...]:
     """A ``layers`` option against a backbone: ``None`` or ``"all"`` -> every layer; ``"a+b"``,
     ``"a,b"`` or a list -> those, in backbone order (ParamError ``layers`` for an unknown name)."""
-    from ..backbones import parse_layers
-    if isinstance(layers, str) and layers != "all":
-        layers = layers.replace("+", ",")
-    return tuple(l.name for l in parse_layers(spec, layers))
+    from .base import layer_list
+    if layers is None or layers == "all":
+        return tuple(l.name for l in spec.layers)
+    chosen = {l.name for l in layer_list(spec, layers, finest_first=False)}
+    return tuple(l.name for l in spec.layers if l.name in chosen)
 
 
 def reject_unknown(method: str, unknown: dict, known) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
+from .base import BatchScores, FeatureSource, State, check_layers, check_train_size, layer_list
 
 if TYPE_CHECKING:
     import torch
@@ -99,16 +99,10 @@ def _gaussian(arrays: dict, meta: dict, prefix: str = ""):
 def _layer_names(spec, layers, default) -> tuple[str, ...]:
     """``layers`` (a list or "a+b") as the backbone's names, finest first; ``default`` when None."""
     from ..conventions import ParamError
-    if layers is None:
-        chosen = default
-    else:
-        names = layers.split("+") if isinstance(layers, str) else list(layers)
-        chosen = tuple(spec.layer(str(n)) for n in names)
+    chosen = default if layers is None else layer_list(spec, layers)
     if len(chosen) < 2:
         raise ParamError("layers", f"a multi-layer Gaussian needs at least two layers, got "
                                    f"{', '.join(l.name for l in chosen) or 'none'}")
-    if [l.stride for l in chosen] != sorted(l.stride for l in chosen):
-        raise ParamError("layers", f"must be finest first, got {', '.join(l.name for l in chosen)}")
     return tuple(l.name for l in chosen)
 
 

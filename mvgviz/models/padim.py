@@ -15,7 +15,7 @@ with ``sigma`` = 4 (SciPy's ``gaussian_filter``: truncate 4, mirror-symmetric bo
 score = the maximum of that map.
 
 The explanation: ``y`` is the Cholesky (sequential) whitening of the position's embedding: ``y_c``
-is embedding channel c's standardised residual given the channels before it in the subset's
+is the c-th kept channel's (embedding channel ``channels[c]``) standardised residual given the channels before it in the subset's
 order, and the squares add up to M2 exactly. Unlike the paper's PCA whitening (one Gaussian per
 layer, components ordered by variance), PaDiM has one Gaussian per position, so PCA components
 would be different directions at every position; the Cholesky components are tied to the same
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..conventions import ParamError
-from .base import BatchScores, FeatureSource, State, check_layers, check_train_size
+from .base import BatchScores, FeatureSource, State, check_layers, check_train_size, layer_list
 from .embedding import embed
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class PaDiM:
     ----------
     layers
         One or more layer names of the backbone, finest first: the first sets the grid (the seeds
-        use the first three, see :func:`padim_for`).
+        use the first three, see :meth:`for_backbone`).
     channels
         The number of embedding channels kept (random, seeded), e.g. :func:`default_channels`.
     seed, eps, sigma
@@ -152,10 +152,7 @@ class PaDiM:
                 raise ParamError("layers", f"PaDiM needs three layers; backbone {spec.name!r} has "
                                            f"{', '.join(l.name for l in spec.layers)}")
         else:
-            names = layers.split("+") if isinstance(layers, str) else list(layers)
-            chosen = tuple(spec.layer(str(n)) for n in names)
-            if [l.stride for l in chosen] != sorted(l.stride for l in chosen):
-                raise ParamError("layers", f"must be finest first, got {', '.join(l.name for l in chosen)}")
+            chosen = layer_list(spec, layers)
         total = sum(l.channels for l in chosen)
         if channels is None:
             channels = default_channels(spec.name, total)
@@ -173,10 +170,13 @@ class PaDiM:
             raise ParamError("layers", "must name at least one layer, finest first")
         if isinstance(self.channels, bool) or not isinstance(self.channels, (int, np.integer)) or self.channels < 1:
             raise ParamError("channels", f"must be a positive integer, got {self.channels!r}")
-        if not self.eps > 0:
-            raise ParamError("eps", f"must be > 0 (the ridge that makes each Sigma_ij invertible), got {self.eps!r}")
-        if not self.sigma > 0:
-            raise ParamError("sigma", f"must be > 0, got {self.sigma!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ParamError("seed", f"must be an integer >= 0 (the channel subset's seed), got {self.seed!r}")
+        for name, what in (("eps", "the ridge that makes each Sigma_ij invertible"), ("sigma", "the blur's")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not (np.isfinite(v) and v > 0):
+                raise ParamError(name, f"must be a finite number > 0 ({what}), got {v!r}")
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -280,12 +280,4 @@ class PaDiM:
         return blur(upsample(maps.clamp_min(0).sqrt(), size), self.sigma)
 
 
-def padim_for(backbone: str, layer_names: tuple[str, ...], channels_per_layer: tuple[int, ...], **kw) -> PaDiM:
-    """PaDiM on a backbone's first three layers with the seeds' subset size."""
-    if len(layer_names) < 3:
-        raise ParamError("layers", f"PaDiM needs the backbone's first three layers, got {list(layer_names)}")
-    total = int(sum(channels_per_layer[:3]))
-    return PaDiM(tuple(layer_names[:3]), default_channels(backbone, total), **kw)
-
-
-__all__ = ["PaDiM", "blur", "default_channels", "gaussian_kernel", "padim_for"]
+__all__ = ["PaDiM", "blur", "default_channels", "gaussian_kernel"]

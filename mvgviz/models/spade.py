@@ -66,8 +66,9 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..conventions import ParamError
-from .base import BatchScores, FeatureSource, State, check_layers
+from .base import BatchScores, FeatureSource, State, check_layers, layer_list
 from .embedding import embed
+from .imagelevel import pool
 
 if TYPE_CHECKING:
     import torch
@@ -82,12 +83,6 @@ DEFAULT_SIGMA = 4.0
 # elements per chunk of the scorer's temporary differences (2**25: 128 MiB of float32); only memory
 # and speed depend on it, never the scores
 CHUNK_ELEMENTS = 2 ** 25
-
-
-def pool(x: "torch.Tensor") -> "torch.Tensor":
-    """(n, C, h, w) -> (n, C) float32: the global average over positions (summed in float64)."""
-    import torch
-    return x.mean(dim=(2, 3), dtype=torch.float64).float()
 
 
 def image_knn(query: "torch.Tensor", bank: "torch.Tensor", k: int, *,
@@ -132,15 +127,6 @@ def position_knn(emb: "torch.Tensor", gallery: "torch.Tensor", neighbours: "torc
             g = gallery[neighbours[i:i + imgs, j:j + slots]]  # (m, s, C, h, w) gathered copy
             d2[i:i + imgs, j:j + slots] = g.sub_(e).square_().sum(2)  # (m, s, h, w)
     return d2.topk(kappa, dim=1, largest=False).values.mean(1)  # (n, h, w)
-
-
-def _layer_names(spec, layers, param: str) -> tuple:
-    """Layer specs of ``spec`` from a list or an "a+b+c" string; ParamError naming ``param``."""
-    names = layers.split("+") if isinstance(layers, str) else list(layers)
-    try:
-        return tuple(spec.layer(str(n)) for n in names)
-    except ParamError as e:
-        raise type(e)(param, e.detail) from None
 
 
 @dataclass(frozen=True)
@@ -188,7 +174,7 @@ class SPADE:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ParamError(param, f"must be a positive integer, got {v!r}")
         if self.kappa > (DEFAULT_K if self.k is None else self.k):
-            raise ParamError("kappa", f"must be at most k = {self.k} (the gallery at each position holds "
+            raise ParamError("kappa", f"must be at most K = {DEFAULT_K if self.k is None else self.k} (the gallery at each position holds "
                                       f"the K nearest images' vectors), got {self.kappa}")
         if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float, np.floating)) \
                 or not (math.isfinite(self.sigma) and self.sigma > 0):
@@ -199,18 +185,14 @@ class SPADE:
                      kappa: int = DEFAULT_KAPPA, sigma: float = DEFAULT_SIGMA) -> "SPADE":
         """The seed's SPADE on ``spec``: the image kNN on the deepest layer (or ``image_layer``), the
         pixel map on the first three layers (or ``pixel_layers``, finest first, a list or "a+b+c")."""
-        image = spec.layers[-1] if image_layer is None else _layer_names(spec, [image_layer], "image_layer")[0]
+        image = spec.layers[-1] if image_layer is None else layer_list(spec, [image_layer], "image_layer")[0]
         if pixel_layers is None:
             chosen = spec.layers[:3]
             if len(chosen) < 3:
                 raise ParamError("pixel_layers", f"SPADE needs three layers; backbone {spec.name!r} has "
                                                  f"{', '.join(l.name for l in spec.layers)}")
         else:
-            chosen = _layer_names(spec, pixel_layers, "pixel_layers")
-            if not chosen:
-                raise ParamError("pixel_layers", "must name at least one layer, finest first")
-            if [l.stride for l in chosen] != sorted(l.stride for l in chosen):
-                raise ParamError("pixel_layers", f"must be finest first, got {', '.join(l.name for l in chosen)}")
+            chosen = layer_list(spec, pixel_layers, "pixel_layers")
         return cls(image.name, tuple(l.name for l in chosen), k=k, kappa=kappa, sigma=sigma)
 
     def check(self, features: FeatureSource) -> None:
@@ -287,7 +269,7 @@ class SPADE:
             if e.shape[1:] != gallery.shape[1:]:
                 raise ValueError(f"the embedding's shape {tuple(e.shape[1:])} differs from the fitted "
                                  f"gallery's {tuple(gallery.shape[1:])}")
-            d2, idx = image_knn(pool(feats[self.image_layer]).to(bank.device), bank, k)  # (n, K) each
+            d2, idx = image_knn(pool(feats[self.image_layer]).float().to(bank.device), bank, k)  # float32 as stored
             maps = position_knn(e, gallery, idx, self.kappa)                                # (n, h, w)
             return BatchScores(image_scores=d2.mean(1), maps=maps)
 

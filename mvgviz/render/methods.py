@@ -10,7 +10,7 @@ so the raster (:func:`~mvgviz.render.raster.render_raster`) and the publication 
 - **one colour scale per method**: its column spans ``0 .. p99`` of that method's maps over the
   whole ``spec.scale_split`` split, as scored (:func:`map_scale`), one colour bar per column
   labelled with that maximum. Methods' maps have different units (squared Mahalanobis distance for
-  the Gaussians of the paper, a distance for PaDiM, a kNN distance for SPADE), so no scale is
+  the Gaussians of the paper, a distance for PaDiM, a squared kNN distance for SPADE), so no scale is
   shared between columns; a scale is shared by all rows, so images compare within a column;
 - a method without maps (image-level, e.g. Gaussian-AD) gets a column all the same: the image
   faded, with "no pixel map" and its image score written on it, and no colour bar.

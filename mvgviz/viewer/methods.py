@@ -185,7 +185,7 @@ def methods_view(jobs: Jobs, key: ModelKey, names: Sequence[str], *, run: Method
         except Exception as e:  # an unreadable entry, missing weights ...: the row says so
             r, errors = None, {**errors, name: f"{name}: {error_message(e)}"}
         if r is not None:
-            lab = label(name, r.effective_options, key.backbone)
+            lab = label(name, r.options, key.backbone)
             row = {**r.summary(), "label": lab}
             if name in ran:  # computed by the latest run, or read from the cache by it
                 row["cached"] = ran[name]
