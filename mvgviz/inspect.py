@@ -313,8 +313,11 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
              f"over the {split} split; above: top colour</span>")
     if subset is not None:
         title += f"<br><span style='font-size:12px'>subset model: {subset.description}</span>"
-    return map_figure(m2, zmax, title=title, name=name, rgb=rgb, pixel=pixel, clickable=clickable,
-                      click_stride=click_stride, alpha=alpha, height=height, mask=mask)
+    fig = map_figure(m2, zmax, title=title, name=name, rgb=rgb, pixel=pixel, clickable=clickable,
+                     click_stride=click_stride, alpha=alpha, height=height, mask=mask)
+    if subset is not None:
+        fig.update_layout(margin=dict(t=90))                           # room for the third title line
+    return fig
 
 
 def map_figure(values: np.ndarray, zmax: float, *, title: str, name: str = "M2", rgb: np.ndarray | None = None,
