@@ -305,9 +305,9 @@ def page_overview(model, layer, job_key: tuple, subset: Subset | None) -> None:
 
 def overview_subset(layer, job_key: tuple, subset: Subset) -> None:
     """The model control's subset model beside the full model, on the sidebar's layer."""
-    st.subheader(f"Model: {subset.label} on {layer.name}")
+    st.subheader(f"Model: {md(subset.label)} on {md(layer.name)}")
     try:
-        with st.spinner(f"Evaluating {subset.label} (one pass over the test split) ..."):
+        with st.spinner(f"Evaluating {md(subset.label)} (one pass over the test split) ..."):
             m = subset_metrics(job_key, layer.name, subset.rule)
     except (ValueError, KeyError, OSError) as e:
         st.error(f"Cannot evaluate {md(subset.label)}: {md_error(e)}")
