@@ -495,8 +495,10 @@ def page_inspect(model, layer, split: str, subset: Subset | None = None) -> None
                                  int(st.session_state["insp_col"]), top=int(top), subset=subset)
         st.plotly_chart(decomposition_figure(decomp), key="insp_bars")
         m1, m2, m3 = st.columns(3)
-        m1.metric(f"{decomp.label} at the pixel", f"{decomp.m2:.4g}",
-                  help=None if subset is None else f"Full model (all components): {decomp.m2 + decomp.dropped_total:.4g}")
+        m1.metric("M2 at the pixel" if subset is None else "M2_S at the pixel", f"{decomp.m2:.4g}",
+                  help=None if subset is None else (f"{md(subset.label)}: the sum of y2_c over the subset's "
+                                                    f"{len(subset.components)} components. The full model (all "
+                                                    f"components): {decomp.m2 + decomp.dropped_total:.4g}"))
         m2.metric(f"Share of the top {len(decomp.top)}", f"{decomp.top_share:.1%}")
         m3.metric("Feature cell", f"{decomp.feature_cell[0]}, {decomp.feature_cell[1]}",
                   help=f"{decomp.feature_size[0]}x{decomp.feature_size[1]} map: one cell = "
@@ -968,8 +970,10 @@ def choose_subset(layer) -> Subset | None:
         st.sidebar.error("Model: M2 over: bad rule")
         st.error(f"{md_error(e)}. The pages show the full model (all components) meanwhile.")
         return None
-    if subset is not None:
-        (st.sidebar.warning if subset.oracle else st.sidebar.caption)(md(subset.description))
+    if subset is not None and subset.oracle:
+        st.sidebar.warning(md(f"{subset.description}: an upper bound, not a model."))
+    elif subset is not None:
+        st.sidebar.caption(md(subset.description))
     return subset
 
 

@@ -301,18 +301,18 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
     image = _check_image(layer, split, image)
     m2 = _model_map(layer, split, image, subset)                       # (S, S)
     s = m2.shape[0]
+    h, w = layer.feature_size
     if subset is None:
         name, what = "M2", "M2"
         zmax = float(layer.stats(split).m2_p99)
-    else:
+        title = f"M2 of {split} image {image}, layer {layer.name} ({h}x{w} upsampled to {s}x{s})<br>"
+    else:  # the model on a line of its own: the first stays short enough for half a page
         name, what = subset.label, "M2_S"
         zmax = float(layer.m2_subset_p99(split, subset.components))
-    title = (f"{name} of {split} image {image}, layer {layer.name} "
-             f"({layer.feature_size[0]}x{layer.feature_size[1]} upsampled to {s}x{s})<br>"
-             f"<span style='font-size:12px'>inferno, 0 .. {zmax:.4g} = 99th percentile of {what} "
-             f"over the {split} split; above: top colour</span>")
-    if subset is not None:
-        title += f"<br><span style='font-size:12px'>subset model: {subset.description}</span>"
+        title = (f"{name} of {split} image {image}, layer {layer.name}<br>"
+                 f"<span style='font-size:12px'>{subset.description}; {h}x{w} upsampled to {s}x{s}</span><br>")
+    title += (f"<span style='font-size:12px'>inferno, 0 .. {zmax:.4g} = 99th percentile of {what} "
+              f"over the {split} split; above: top colour</span>")
     fig = map_figure(m2, zmax, title=title, name=name, rgb=rgb, pixel=pixel, clickable=clickable,
                      click_stride=click_stride, alpha=alpha, height=height, mask=mask)
     if subset is not None:
@@ -406,19 +406,22 @@ def decomposition_figure(decomp: PixelDecomposition, *, height: int = 380) -> "g
     n_model = int(decomp.included.sum())
     n_rest = n_model - len(top)
     rest = f"; the other {n_rest} add {max(1.0 - decomp.top_share, 0.0) * 100:.1f}%" if n_rest else ""
-    if decomp.rule is not None:
-        rest += (f"<br>subset model {decomp.rule}: {n_model} of {len(decomp.y2)} components; the "
-                 f"{len(decomp.y2) - n_model} left out would add {decomp.dropped_total:.4g}")
+    where = f"Pixel (row {decomp.row}, col {decomp.col}) of {decomp.split} image {decomp.image}, {decomp.layer}"
+    if decomp.rule is None:
+        text = (f"{where}: M2 = {decomp.m2:.4g}<br><span style='font-size:12px'>the top {len(top)} "
+                f"components explain {decomp.top_share * 100:.1f}% of M2{rest}</span>")
+    else:  # the model's value on the second line: the first stays short enough for half a page
+        text = (f"{where}<br><span style='font-size:12px'>{decomp.label} = {decomp.m2:.4g}: the top {len(top)} "
+                f"explain {decomp.top_share * 100:.1f}%{rest}<br>"
+                f"subset model {decomp.rule}: {n_model} of {len(decomp.y2)} components; the "
+                f"{len(decomp.y2) - n_model} left out would add {decomp.dropped_total:.4g}</span>")
     fig = go.Figure(go.Bar(
         x=[f"c {c}" for c in top], y=decomp.top_values, marker_color="#d9480f",
         customdata=np.asarray(share) * 100, text=[f"{p * 100:.1f}%" for p in share],
         textposition="outside", cliponaxis=False,
         hovertemplate="%{x}<br>y2 = %{y:.4g}<br>%{customdata:.1f}% of " + decomp.label + "<extra></extra>"))
     fig.update_layout(
-        title=dict(text=(f"Pixel (row {decomp.row}, col {decomp.col}) of {decomp.split} image {decomp.image}, "
-                         f"{decomp.layer}: {decomp.label} = {decomp.m2:.4g}<br><span style='font-size:12px'>the top "
-                         f"{len(top)} components explain {decomp.top_share * 100:.1f}% of {decomp.label}{rest}</span>"),
-                   font=dict(size=14)),
+        title=dict(text=text, font=dict(size=14)),
         height=height, margin=dict(l=10, r=10, t=70 if decomp.rule is None else 90, b=10),
         yaxis_title="y2_c at the pixel",
         xaxis=dict(type="category"), showlegend=False)

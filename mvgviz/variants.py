@@ -134,8 +134,9 @@ class Subset:
 
     @property
     def description(self) -> str:
-        """``"npca:5 keeps 7 of 112 components (train-only rule)"``; an oracle says so."""
-        kind = ORACLE_NOTE if self.oracle else "train-only rule"
+        """``"npca:5 keeps 7 of 112 components (train-only rule)"``; an oracle says that it reads
+        test labels (:data:`ORACLE_NOTE` says the rest)."""
+        kind = "oracle: reads test labels" if self.oracle else "train-only rule"
         return f"{self.rule} keeps {len(self.components)} of {self.channels} components ({kind})"
 
 

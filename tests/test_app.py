@@ -756,7 +756,7 @@ def test_model_control_subset_changes_grid_overview_and_inspect(app, demo_model)
     r, c = int(at.session_state["insp_row"]), int(at.session_state["insp_col"])
     assert (r, c) == argmax_pixel(lm, "test", image, subset=sub)
     d = decompose_pixel(lm, "test", image, r, c, top=8, subset=sub)
-    assert {x.label: x.value for x in at.metric}["M2 [npca:5] at the pixel"] == f"{d.m2:.4g}"
+    assert {x.label: x.value for x in at.metric}["M2_S at the pixel"] == f"{d.m2:.4g}"
     tab = _table(at, "y2 at pixel")
     assert list(tab["component"]) == list(d.top) and set(d.top) <= set(comps.tolist())
     assert "share of M2 [npca:5]" in tab.columns

@@ -428,6 +428,11 @@ def test_model_control_subset_pages(server, browser):
     note.wait_for(timeout=180_000)
     _wait_settled(page)
     page.get_by_role("heading", name="Variants: M2 on a subset").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    _shot(page, "diagnostics_variants_table")
+    curves = page.locator(".js-plotly-plot").last
+    curves.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 250)
     page.wait_for_timeout(800)
     _shot(page, "diagnostics_variant_curves")
     assert not page.locator("[data-testid=stException]").count()

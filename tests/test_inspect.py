@@ -215,13 +215,14 @@ def test_subset_m2_figure_and_bars(demo_model):
     p99 = lm.m2_subset_p99("test", sub.components)
     assert heat.zmax == pytest.approx(p99) and heat.name == "M2 [npca:5]"
     title = fig.layout.title.text
-    assert title.startswith("M2 [npca:5] of test image 7") and "99th percentile of M2_S over the test split" in title
+    assert title.startswith("M2 [npca:5] of test image 7, layer _blocks[10]<br>")
+    assert "99th percentile of M2_S over the test split" in title
     assert sub.description in title and f"{p99:.4g}" in title
     d = decompose_pixel(lm, "test", 7, 60, 60, top=4, subset=sub)
     bars = decomposition_figure(d)
     assert list(bars.data[0].x) == [f"c {c}" for c in d.top]
     text = bars.layout.title.text
-    assert f"M2 [npca:5] = {d.m2:.4g}" in text and f"of M2 [npca:5]" in text
+    assert f"M2 [npca:5] = {d.m2:.4g}: the top 4 explain {d.top_share * 100:.1f}%; the other" in text
     assert f"{len(sub.components)} of {lm.channels} components" in text and f"{d.dropped_total:.4g}" in text
 
 
