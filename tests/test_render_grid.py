@@ -162,7 +162,7 @@ def test_grid_m2_column_shows_the_subset_model(demo_model, defect_images, split,
     assert d.vmax[k] != full.vmax[k] == lm.stats(split).m2_p99
     assert d.column_labels[-1] == f"M2 [{rule}]" and full.column_labels[-1] == "M2"
     assert d.panel_labels[0][-1].endswith("| M2_S")
-    assert d.scale_label((k,)) == f"M2 [{rule}], max = p99 ({split})"
+    assert d.scale_label((k,)) == f"M2_S, max = p99 ({split})" and full.scale_label((k,)) == f"M2, max = p99 ({split})"
     assert f"last column: M2 [{rule}], a subset model: {rule} keeps {len(comps)} of {lm.channels}" in d.title
     assert "train-only rule" in d.title and "p99 of M2_S" in d.scale_note
 

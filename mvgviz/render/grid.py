@@ -207,7 +207,7 @@ class GridData:
         s = self.spec.split
         j = group[0]
         if self.spec.show_m2 and j == self.n_cols - 1:
-            return f"{m2_label(self.spec.subset)}, max = p99 ({s})"
+            return f"{'M2' if self.spec.subset is None else 'M2_S'}, max = p99 ({s})"  # the header names the rule
         if len(group) > 1 or self.spec.scale == "cross-component":
             return f"all y2, max = p99 ({s})"
         return f"y2_c{self.spec.components[j]}, max = p99 ({s})"
