@@ -14,9 +14,11 @@ that work when the first browser connects.
 Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
 AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
 (one pixel's M2 split into components), Diagnostics (train-only artifact scores per component,
-input-independent patterns, spectrum, agreement map, component-subset variants), Methods (several
-methods run on the same data: comparison table, heatmaps side by side, explanations of the Gaussian
-methods). The script only wires widgets to library calls:
+input-independent patterns, spectrum, agreement map, component-subset variants and their curves),
+Methods (several methods run on the same data: comparison table, heatmaps side by side, explanations
+of the Gaussian methods). The sidebar's **Model: M2 over** chooses the model the Overview, Grid and
+Inspect pages show: M2 over all components, or a component-subset model (:mod:`mvgviz.variants`).
+The script only wires widgets to library calls:
 fitting runs in background jobs, tables and messages come from :mod:`mvgviz.viewer`,
 figures from :mod:`mvgviz.render` and :mod:`mvgviz.inspect`.
 """
@@ -37,12 +39,13 @@ from mvgviz.backbones import BACKBONES
 from mvgviz.conventions import DEFAULT_BACKBONE, SCALES, SPLITS
 from mvgviz.inspect import (agreement_figure, argmax_pixel, component_chart, curves_figure, decompose_pixel,
                             decomposition_figure, histogram_figure, m2_figure, map_figure, pixel_from_selection,
-                            spectrum_chart)
+                            spectrum_chart, variant_curves_figure)
 from mvgviz.render import (GridSpec, encode_raster, grid_data, pattern_data, raster_layout, render_pattern_raster,
                            render_raster)
 from mvgviz.evaluation import ranked_images, score_histograms
 from mvgviz.render.layers import layers_panel
 from mvgviz.selection import parse_components
+from mvgviz.variants import Subset, default_rules, subset_of
 
 APP_DIR = Path(__file__).resolve().parent
 PAGES = ("Overview", "Components", "Grid", "Inspect", "Diagnostics", "Methods")
@@ -272,7 +275,18 @@ def jobs_box() -> None:
 # Pages
 # ---------------------------------------------------------------------------------------
 
-def page_overview(model, layer) -> None:
+@st.cache_data(max_entries=32, show_spinner=False)
+def subset_metrics(job_key: tuple, layer_name: str, rule: str) -> dict:
+    """:func:`mvgviz.variants.evaluate_subset` of the model control's rule on a layer (one pass over
+    the test split), cached per model (its job key), layer and rule."""
+    from mvgviz.variants import evaluate_subset, select
+    model = registry().get(job_key).result
+    lm = model.layer(layer_name)
+    m = evaluate_subset(model, lm, select(lm, rule))
+    return {k: m.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro", "note")}
+
+
+def page_overview(model, layer, job_key: tuple, subset: Subset | None) -> None:
     st.header(f"Overview: {model.category} / {model.backbone}")
     st.caption(V.data_caption(model))
     st.dataframe(V.overview_table(model), hide_index=True, width="stretch",
@@ -285,6 +299,29 @@ def page_overview(model, layer) -> None:
                "[0, 9] if the features were Gaussian: the last columns show how far the test values go.")
     for note in V.overview_notes(model):
         st.markdown(f"- {note}")
+    if subset is not None:
+        overview_subset(layer, job_key, subset)
+
+
+def overview_subset(layer, job_key: tuple, subset: Subset) -> None:
+    """The model control's subset model beside the full model, on the sidebar's layer."""
+    st.subheader(f"Model: {md(subset.label)} on {md(layer.name)}")
+    try:
+        with st.spinner(f"Evaluating {md(subset.label)} (one pass over the test split) ..."):
+            m = subset_metrics(job_key, layer.name, subset.rule)
+    except (ValueError, KeyError, OSError) as e:
+        st.error(f"Cannot evaluate {md(subset.label)}: {md_error(e)}")
+        return
+    num = st.column_config.NumberColumn
+    st.dataframe(V.subset_metrics_table(layer, subset, m), hide_index=True, width="stretch", key="overview_subset",
+                 column_config={k: num(format="%.4f") for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")})
+    st.caption(f"The subset model {md(subset.description)}: M2_S = the sum of y2_c over its components, scored like "
+               "the full model (image score = max of the upsampled map; test split). It is the model the Grid's M2 "
+               "column and the Inspect page show while the sidebar's **Model: M2 over** is set."
+               + (" An oracle reads the test labels to choose its components: an upper bound, not a model."
+                  if subset.oracle else ""))
+    if m.get("note"):
+        st.caption(f"Metrics n/a: {md(m['note'])}.")
 
 
 def page_components(model, layer) -> None:
@@ -340,7 +377,7 @@ def grid_view(job_key: tuple, spec_json: str, width: int = V.GRID_DISPLAY_WIDTH)
             "vmax": [float(v) for v in data.vmax], "columns": list(data.column_labels), "note": data.scale_note}
 
 
-def grid_spec(model, layer, split: str) -> GridSpec | None:
+def grid_spec(model, layer, split: str, subset: Subset | None) -> GridSpec | None:
     """The grid's controls; returns the spec, or None after showing an error."""
     choices = V.image_choices(model.data.defect_types(split))
     c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
@@ -365,7 +402,8 @@ def grid_spec(model, layer, split: str) -> GridSpec | None:
     try:
         spec, notes = V.grid_spec_from_controls(model, layer, split, image_filter=filt, images=images_text,
                                                 seed=seed, components=comps_text, scale=scale, show_m2=show_m2,
-                                                show_image=show_image, outline=outline, alpha=alpha)
+                                                show_image=show_image, outline=outline, alpha=alpha,
+                                                subset=None if subset is None else subset.rule)
     except ValueError as e:
         st.error(md_error(e))
         return None
@@ -375,11 +413,13 @@ def grid_spec(model, layer, split: str) -> GridSpec | None:
 
 
 @st.fragment
-def page_grid(model, layer, split: str, job_key: tuple) -> None:
+def page_grid(model, layer, split: str, job_key: tuple, subset: Subset | None = None) -> None:
     """The Grid page; a fragment: changing its controls reruns only this function."""
     st.header(f"Grid: {layer.name}, {split} split")
-    st.caption(f"{md(model.category)} / {md(model.backbone)}, weights {md(model.weights)}")
-    spec = grid_spec(model, layer, split)
+    st.caption(f"{md(model.category)} / {md(model.backbone)}, weights {md(model.weights)}"
+               + ("" if subset is None else f" | M2 column: the subset model {md(subset.label)}, "
+                                           f"{md(subset.description)} (sidebar: Model: M2 over)"))
+    spec = grid_spec(model, layer, split, subset)
     if spec is None:
         return
     try:
@@ -396,7 +436,7 @@ def page_grid(model, layer, split: str, job_key: tuple) -> None:
     st.caption(note)
     with st.expander("Colour scale of each column", expanded=False):
         st.dataframe({"column": view["columns"], "max (colour scale)": view["vmax"],
-                      "scale": [spec.scale if c != "M2" else "M2" for c in view["columns"]]},
+                      "scale": [c if c.startswith("M2") else spec.scale for c in view["columns"]]},
                      hide_index=True, key="grid_scale_table")
     st.subheader("Export")
     st.caption("Publication figure (matplotlib) of the grid above, and its JSON manifest, named like the "
@@ -416,17 +456,21 @@ def _export_callable(model, spec, fmt):
     return lambda: V.grid_file_bytes(model, spec, fmt)
 
 
-def page_inspect(model, layer, split: str) -> None:
+def page_inspect(model, layer, split: str, subset: Subset | None = None) -> None:
     st.header(f"Inspect a pixel: {layer.name}, {split} split")
+    if subset is not None:
+        st.caption(f"Model: the subset model {md(subset.label)}, {md(subset.description)} (sidebar: Model: M2 "
+                   "over). The map is its M2_S on 0 .. the p99 of M2_S over the split; the bars split it into "
+                   "its components only.")
     types = model.data.defect_types(split)
     n = len(types)
     image = st.selectbox("Image", list(range(n)), format_func=lambda i: f"{i} | {types[i]}",
                          key=f"insp_image_{split}", persist_state="session",
                          index=V.first_defect_image(types))
     s = model.image_size
-    where = (layer.name, split, int(image))
-    if st.session_state.get("insp_where") != where:      # a new image: start at its M2 maximum
-        r, c = argmax_pixel(layer, split, int(image))
+    where = (layer.name, split, int(image), None if subset is None else subset.rule)
+    if st.session_state.get("insp_where") != where:      # a new image or model: start at its M2 maximum
+        r, c = argmax_pixel(layer, split, int(image), subset=subset)
         st.session_state.update(insp_row=r, insp_col=c, insp_where=where)
     left, right = st.columns([1, 1], gap="large")
     with left:
@@ -437,20 +481,24 @@ def page_inspect(model, layer, split: str) -> None:
         row, col = int(st.session_state["insp_row"]), int(st.session_state["insp_col"])
         mask = model.data.masks(split)[int(image)] if outline else None
         fig = m2_figure(layer, split, int(image), rgb=model.data.images(split)[int(image)] if overlay else None,
-                        pixel=(row, col), mask=mask if mask is not None and mask.any() else None)
+                        pixel=(row, col), mask=mask if mask is not None and mask.any() else None, subset=subset)
         st.plotly_chart(fig, key="insp_chart", on_select=partial(on_pixel_click, s), selection_mode="points",
                         config={"displayModeBar": False})
-        st.caption("Click the map to pick a pixel (or type it below). It starts at the image's M2 maximum.")
+        st.caption(f"Click the map to pick a pixel (or type it below). It starts at the image's "
+                   f"{'M2' if subset is None else md(subset.label)} maximum.")
         c1, c2 = st.columns(2)
         c1.number_input("Row", min_value=0, max_value=s - 1, step=1, key="insp_row")
         c2.number_input("Col", min_value=0, max_value=s - 1, step=1, key="insp_col")
     with right:
         top = st.slider("Components listed", 1, min(32, layer.channels), 8, key="insp_top")
         decomp = decompose_pixel(layer, split, int(image), int(st.session_state["insp_row"]),
-                                 int(st.session_state["insp_col"]), top=int(top))
+                                 int(st.session_state["insp_col"]), top=int(top), subset=subset)
         st.plotly_chart(decomposition_figure(decomp), key="insp_bars")
         m1, m2, m3 = st.columns(3)
-        m1.metric("M2 at the pixel", f"{decomp.m2:.4g}")
+        m1.metric("M2 at the pixel" if subset is None else "M2_S at the pixel", f"{decomp.m2:.4g}",
+                  help=None if subset is None else (f"{md(subset.label)}: the sum of y2_c over the subset's "
+                                                    f"{len(subset.components)} components. The full model (all "
+                                                    f"components): {decomp.m2 + decomp.dropped_total:.4g}"))
         m2.metric(f"Share of the top {len(decomp.top)}", f"{decomp.top_share:.1%}")
         m3.metric("Feature cell", f"{decomp.feature_cell[0]}, {decomp.feature_cell[1]}",
                   help=f"{decomp.feature_size[0]}x{decomp.feature_size[1]} map: one cell = "
@@ -504,15 +552,22 @@ def pattern_view(job_key: tuple, layer_name: str, n: int) -> dict:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def variant_rows(job_key: tuple, layer_name: str) -> list[dict]:
-    """:func:`mvgviz.variants.variants` of a layer (seconds: one pass over the test split per
-    rule), cached per model (its job key) and layer."""
+def variant_rows(job_key: tuple, layer_name: str, rules: tuple[str, ...]) -> list[dict]:
+    """:func:`mvgviz.variants.variants` of a layer with their curves (seconds: one pass over the
+    test split per rule), cached per model (its job key), layer and rules."""
     from mvgviz.variants import variants
     model = registry().get(job_key).result
-    return variants(model, model.layer(layer_name))
+    return variants(model, model.layer(layer_name), list(rules), curves=True)
 
 
-def page_diagnostics(model, layer, job_key: tuple) -> None:
+def variant_rules(layer, subset: Subset | None) -> tuple[str, ...]:
+    """The Diagnostics page's variants: the default rules, and the model control's rule if it is
+    another one."""
+    rules = default_rules(layer.channels)
+    return rules + ((subset.rule,) if subset is not None and subset.rule not in rules else ())
+
+
+def page_diagnostics(model, layer, job_key: tuple, subset: Subset | None = None) -> None:
     st.header(f"Diagnostics of {layer.name}")
     h, w = layer.feature_size
     st.caption(f"{layer.channels} components, {h}x{w} cells (one cell = {layer.cell_pixels} input pixels). "
@@ -607,20 +662,26 @@ def page_diagnostics(model, layer, job_key: tuple) -> None:
 
     st.subheader("Variants: M2 on a subset of the components")
     st.caption("Train-only rules (drop the components with the highest border / position score, NPCA/OPCA's "
-               "smallest-variance 5 %) beside the full model. The oracle keeps the components with the best "
-               "test AUROC: it reads test labels, an upper bound only (absent without masks).")
+               "smallest-variance 5 %) beside the full model, and the sidebar's **Model: M2 over** rule when it is "
+               "another. The oracle keeps the components with the best test AUROC: it reads test labels, an upper "
+               "bound only (absent without masks).")
+    rules = variant_rules(layer, subset)
     want = (tuple(job_key), layer.name)
     if st.button("Compute the variants (one pass over the test split per rule)", key="diag_variants_button"):
         st.session_state["diag_variants_for"] = want
     if st.session_state.get("diag_variants_for") == want:
         try:
             with st.spinner("Evaluating the variants ..."):
-                rows = variant_rows(job_key, layer.name)
+                rows = variant_rows(job_key, layer.name, rules)
         except (ValueError, KeyError, OSError) as e:
             st.error(f"Cannot compute the variants: {md_error(e)}")
         else:
             st.dataframe(V.variants_table(rows), hide_index=True, width="stretch", key="diag_variants",
                          column_config={k: num(format="%.4f") for k in ("image AUROC", "pixel AUROC", "AUPR", "AUPRO")})
+            if any(r.get("curves") for r in rows):
+                st.plotly_chart(variant_curves_figure(rows), key="diag_variant_curves")
+                st.caption("Each variant's curves on the test split (thinned for the plot; the table's metrics are "
+                           "exact): the full model black, each subset model in its colour, the oracle dashed.")
             if model.data.label_note:
                 st.caption(f"Metrics n/a: {md(model.data.label_note)}.")
 
@@ -888,6 +949,34 @@ def explain_image(r, lab: str, image: int, types: list) -> None:
 # Main
 # ---------------------------------------------------------------------------------------
 
+def choose_subset(layer) -> Subset | None:
+    """The sidebar's **Model: M2 over** control: the model the Overview, Grid and Inspect pages show
+    (M2 over all components, or a subset model of :mod:`mvgviz.variants`). A bad rule shows an error
+    naming the control; the pages then show the full model."""
+    choice = st.sidebar.selectbox(
+        "Model: M2 over", V.SUBSET_CHOICES, key="model_subset", format_func=V.subset_choice_label,
+        persist_state="session",
+        help="The anomaly map is M2 = the sum of y2_c over all components, or over the components a rule keeps "
+             "(a subset model): drop the N components with the highest border / position score, keep the "
+             "smallest-variance components holding P % of the variance (NPCA/OPCA). These read the train split "
+             "only. oracle_best:K keeps the K best components by test AUROC: it reads test labels, an upper bound.")
+    typed = ""
+    if choice == V.TYPED_RULE:
+        typed = st.sidebar.text_input(f"Rule ({V.RULE_HELP})", key="model_subset_typed", persist_state="session",
+                                      placeholder="drop_border:3")
+    try:
+        subset = subset_of(layer, V.subset_rule(choice, typed))
+    except (ValueError, KeyError, OSError) as e:
+        st.sidebar.error("Model: M2 over: bad rule")
+        st.error(f"{md_error(e)}. The pages show the full model (all components) meanwhile.")
+        return None
+    if subset is not None and subset.oracle:
+        st.sidebar.warning(md(f"{subset.description}: an upper bound, not a model."))
+    elif subset is not None:
+        st.sidebar.caption(md(subset.description))
+    return subset
+
+
 def main() -> None:
     cfg = config()
     # the grid's selection, shared by the Components, Grid and Inspect pages
@@ -938,10 +1027,11 @@ def main() -> None:
     layer_name = st.sidebar.selectbox("Layer", names, index=names.index(V.best_layer(model)), key=f"layer::{backbone}",
                                       format_func=partial(V.layer_label, model))
     split = st.sidebar.radio("Split", SPLITS[::-1], key="split", horizontal=True)  # test first
+    layer = model.layer(layer_name)
+    subset = choose_subset(layer)
     st.sidebar.caption(f"weights {md(model.weights)}")
     jobs_box()
     st.sidebar.caption(f"cache `{cfg.cache}` | mvgviz {__version__}")
-    layer = model.layer(layer_name)
     if model.unlabelled:
         st.sidebar.info("Unlabelled data: " + md(model.data.label_note or "the test split has no labels")
                         + ". Metrics that need labels show as n/a; everything else works.")
@@ -949,15 +1039,15 @@ def main() -> None:
         st.session_state["grid_components"] = "0-3"  # no ranking without masks: the first components
     try:
         if page == "Overview":
-            page_overview(model, layer)
+            page_overview(model, layer, key.job_key(), subset)
         elif page == "Components":
             page_components(model, layer)
         elif page == "Grid":
-            page_grid(model, layer, split, key.job_key())
+            page_grid(model, layer, split, key.job_key(), subset)
         elif page == "Diagnostics":
-            page_diagnostics(model, layer, key.job_key())
+            page_diagnostics(model, layer, key.job_key(), subset)
         else:
-            page_inspect(model, layer, split)
+            page_inspect(model, layer, split, subset)
     except (ValueError, KeyError, OSError) as e:  # e.g. a cache entry removed under the viewer
         st.error(f"{page}: {md_error(e)}")
 

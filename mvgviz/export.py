@@ -4,7 +4,7 @@ Command line (``mvgviz export --help``)::
 
     mvgviz export --data ROOT --category CAT --layer L [--split test|train]
                   [--images 0,5,9 | all | random:N] [--defect TYPE|any] [--seed S]
-                  [--components best:3 | worst:3 | 12,40 | 3-7]
+                  [--components best:3 | worst:3 | 12,40 | 3-7] [--subset drop_border:5 | npca:5 | ...]
                   [--scale per-component|cross-component] [--no-image] [--no-outline] [--no-m2]
                   [--dpi 200] --out FILE.(png|pdf|svg)   [model options: --backbone --weights --reg ...]
     mvgviz export --from-manifest FILE.png.json --out FILE.(png|pdf|svg) [--data ROOT] [--cache DIR]
@@ -12,7 +12,10 @@ Command line (``mvgviz export --help``)::
                   [--images random:4] [--defect any] [--scale ...] [--format png|pdf|svg]
 
 ``export`` fits the model first when the cache lacks it (progress on stderr) and prints
-the written paths on stdout. In the ``--from-manifest`` form ``--data`` and
+the written paths on stdout. ``--components`` picks the grid's columns; ``--subset RULE``
+picks the *model* of its last column: M2 restricted to the components the rule keeps
+(``M2_S``, :mod:`mvgviz.variants`), labelled ``M2 [RULE]`` and scaled by the 99th percentile of
+``M2_S`` over the split. In the ``--from-manifest`` form ``--data`` and
 ``--category`` are not required: the manifest names them (``--data`` overrides a data
 root that moved, ``--cache`` chooses the cache folder).
 
@@ -20,9 +23,9 @@ Every figure ``FILE.EXT`` is written with its manifest ``FILE.EXT.json`` (the su
 appended, so a PNG and a PDF of one stem keep separate manifests). The manifest holds
 everything needed to regenerate the figure: data root, dataset fingerprint, category,
 backbone, weights tag, regulariser, preprocessing, layer, the :class:`GridSpec` (split,
-image and component indices, scale, toggles), image files and defect types, component
-AUROCs and eigenvalues, the colour-scale maxima used, the layer's metrics and the mvgviz
-version. :func:`figure_from_manifest` re-fits or loads the model with those options and
+image and component indices, scale, toggles, subset rule), image files and defect types, component
+AUROCs and eigenvalues, the subset model's components, the colour-scale maxima used, the layer's
+metrics and the mvgviz version. :func:`figure_from_manifest` re-fits or loads the model with those options and
 re-renders the same figure (same maps, same maxima, same pixels for PNG).
 
 PNGs are written at 200 dpi (``--dpi``, at least 200); PDF and SVG embed each panel as one
@@ -154,11 +157,15 @@ def manifest(model: "Model", spec: GridSpec, *, weights: str | None = None, data
         fingerprint, category, backbone, weights tag and argument, reg, preprocessing,
         device-independent cache key), ``layer`` (name, channels, feature size,
         metrics), ``spec`` (:meth:`GridSpec.to_dict`), ``images`` (index, file, defect
-        type), ``components`` (index, eigenvalue, single-component AUROC), ``scale``
-        (mode, ``vmax`` per column, column labels, note), ``metrics`` (the layer's).
+        type), ``components`` (index, eigenvalue, single-component AUROC), ``subset`` (None
+        for the full model, else the M2 column's model: ``rule``, the ``components`` it keeps,
+        ``oracle``), ``scale`` (mode, ``vmax`` per column, column labels, note), ``metrics``
+        (the layer's full model's).
     """
+    from .variants import subset_of
     d = data if data is not None else grid_data(model, spec)
     lm = model.layer(spec.layer)
+    sub = subset_of(lm, spec.subset)
     files = model.data.files(spec.split)
     types = model.data.defect_types(spec.split)
     pre = model.preprocessing
@@ -185,6 +192,8 @@ def manifest(model: "Model", spec: GridSpec, *, weights: str | None = None, data
         "images": [{"index": int(i), "file": files[i], "defect": types[i]} for i in spec.images],
         "components": [{"index": int(c), "eigenvalue": float(lm.eigvals[c]),
                         "auroc": float(lm.component_auroc[c])} for c in spec.components],
+        "subset": None if sub is None else {"rule": sub.rule, "components": list(sub.components),
+                                            "n_components": len(sub.components), "oracle": sub.oracle},
         "scale": {"mode": spec.scale, "split": spec.split, "vmax": [float(v) for v in d.vmax],
                   "columns": list(d.column_labels), "note": d.scale_note,
                   "m2_vmax": float(d.vmax[-1]) if spec.show_m2 else None},
@@ -236,8 +245,9 @@ _OPT_POS = (lambda v: v is None or (_is_num(v) and v > 0), "a positive number or
 
 _TOP = {"kind": (True, _STR), "mvgviz_version": (False, _STR), "created": (False, _STR),
         "model": (True, _DICT), "layer": (False, _DICT), "spec": (True, _DICT), "images": (False, _LIST),
-        "components": (False, _LIST), "scale": (True, _DICT), "metrics": (False, _DICT),
-        "figure": (False, _DICT)}
+        "components": (False, _LIST), "subset": (False, (lambda v: v is None or isinstance(v, dict),
+                                                          "an object or null")),
+        "scale": (True, _DICT), "metrics": (False, _DICT), "figure": (False, _DICT)}
 _MODEL = {"data": (True, _STR), "dataset_fingerprint": (False, _STR), "category": (True, _STR),
           "backbone": (True, _STR), "weights": (True, _STR), "weights_arg": (False, _OPT_STR),
           "weights_arg_known": (False, _BOOL), "reg": (True, _STR), "preprocessing": (True, _DICT),
@@ -465,6 +475,10 @@ def figure_from_manifest(manifest_path: str | Path, out: str | Path, *, data=Non
     if old_v.shape != new_v.shape or not np.allclose(old_v, new_v, rtol=1e-6, atol=0):
         warnings.warn("colour-scale maxima differ from the manifest's: "
                       f"{old_v.tolist()} -> {new_v.tolist()}", stacklevel=2)
+    old_s, new_s = man.get("subset"), new.get("subset")
+    if isinstance(old_s, dict) and new_s is not None and old_s.get("components") != new_s["components"]:
+        warnings.warn(f"the subset rule {new_s['rule']} now keeps other components than the manifest's "
+                      f"({len(new_s['components'])} instead of {len(old_s.get('components') or [])})", stacklevel=2)
     return paths
 
 
@@ -483,6 +497,11 @@ def _grid_args(p: argparse.ArgumentParser, *, images_default: str, components_de
     p.add_argument("--components", default=components_default,
                    help=f"best:N (highest single-component AUROC first), worst:N, or indices 12,40 / 3-7 "
                         f"(0-based, ascending eigenvalue) (default: {components_default})")
+    p.add_argument("--subset", default=None, metavar="RULE",
+                   help="the model of the M2 column: M2 over the components a rule keeps (drop_border:N, "
+                        "drop_position:N, npca:P; oracle_best:K reads test labels, an upper bound), labelled "
+                        "'M2 [RULE]', on the scale 0..p99 of that M2 over the split (default: all components). "
+                        "Not --components, which picks the grid's columns")
     p.add_argument("--scale", default="per-component",
                    help="per-component (default: each column 0..p99 of its y2_c) or cross-component "
                         "(one max for all components, p99 of all y2, so a row sums to M2)")
@@ -502,7 +521,8 @@ def add_export_parsers(sub, model_args: Callable[..., None]) -> None:
             "Two forms:\n"
             "  mvgviz export --data ROOT --category CAT --layer L [grid options] --out FILE.(png|pdf|svg)\n"
             "  mvgviz export --from-manifest FILE.png.json --out FILE.(png|pdf|svg) [--data ROOT] [--cache DIR]\n\n"
-            "The first writes a figure of a grid (rows: images, columns: components, then M2), fitting\n"
+            "The first writes a figure of a grid (rows: images, columns: components, then M2, or with\n"
+            "--subset RULE the M2 of a subset model), fitting\n"
             "the model first if the cache lacks it, and its manifest FILE.png.json (the figure's name\n"
             "plus .json). The second regenerates a figure from a manifest: the data root, category,\n"
             "model options and grid come from the manifest (--data overrides a data root that moved).\n"
@@ -541,9 +561,13 @@ def _spec_from_args(args, model: "Model", layer: str) -> GridSpec:
     images = parse_images(args.images, n, defect_types=model.data.defect_types(args.split),
                           defect=defect, seed=args.seed)
     comps = parse_components(args.components, lm)
+    subset = getattr(args, "subset", None)
+    if subset is not None:
+        from .variants import select
+        select(lm, subset)                                                # ParamError naming --subset
     return GridSpec(layer=lm.name, split=args.split, images=images, components=comps, scale=args.scale,
                     show_m2=not args.no_m2, show_image=not args.no_image, outline=not args.no_outline,
-                    alpha=args.alpha)
+                    alpha=args.alpha, subset=subset)
 
 
 def _check_common(args) -> None:
@@ -553,6 +577,11 @@ def _check_common(args) -> None:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     if args.dpi < MIN_PNG_DPI:
         raise ValueError(f"--dpi must be >= {MIN_PNG_DPI}, got {args.dpi}")
+    if getattr(args, "subset", None) is not None:                          # its form, before any fit
+        from .variants import canonical_rule
+        canonical_rule(args.subset)
+        if args.no_m2:
+            raise ParamError("subset", ": the subset model is drawn in the M2 column, which --no-m2 removes")
 
 
 def run_export(args, fit_from_args: Callable) -> int:

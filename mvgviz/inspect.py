@@ -9,7 +9,10 @@ input pixel ``(row, col)``::
 
 (up to float rounding). :func:`decompose_pixel` reads the displayed maps themselves: its
 ``m2`` is the value the M2 map shows at the pixel, and its contributions are the values the
-component maps show there.
+component maps show there. A subset model (``subset``, :class:`mvgviz.variants.Subset`) shows
+``M2_S = sum over c in S of y2_c`` instead (:meth:`mvgviz.results.LayerModel.m2_subset`): its
+map, its colour scale (the p99 of M2_S over the split) and its decomposition into the
+components of S only.
 
 :func:`m2_figure` and :func:`decomposition_figure` return Plotly figures for the viewer.
 Nothing here imports streamlit.
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from .results import LayerModel
+    from .variants import Subset
 
 
 def colorscale(n: int = 32) -> list[list]:
@@ -99,14 +103,15 @@ class PixelDecomposition(ComponentShares):
     layer, split, image, row, col
         Where: layer name, split, image index, pixel (row, col) in the input (S x S).
     m2
-        The upsampled M2 map at the pixel (``LayerModel.m2(split, [image])[0, row, col]``).
+        The upsampled M2 map at the pixel (``LayerModel.m2(split, [image])[0, row, col]``), or
+        a subset model's M2_S (``LayerModel.m2_subset(split, subset, [image])[0, row, col]``).
     y2
         (C,) float64: the upsampled ``y2_c`` maps of all C components at the pixel
-        (``LayerModel.y2(split, [image])[0, :, row, col]``); ``y2.sum() == m2`` up to
-        float rounding.
+        (``LayerModel.y2(split, [image])[0, :, row, col]``); the sum over the model's
+        components equals ``m2`` up to float rounding.
     top
-        The ``top`` component indices with the largest contributions, largest first
-        (ties: lower index first).
+        The ``top`` component indices of the model with the largest contributions, largest
+        first (ties: lower index first).
     feature_cell
         (i, j): the feature-map cell nearest to the pixel (cell = ``stride`` x ``stride``
         input pixels).
@@ -114,6 +119,9 @@ class PixelDecomposition(ComponentShares):
         (h, w) of the layer's feature map.
     stride
         Input pixels per feature cell along one axis (``S // h``).
+    rule, components
+        The subset model decomposed (its rule and its components, ascending), or None and ()
+        for the full model.
     """
 
     layer: str
@@ -127,18 +135,49 @@ class PixelDecomposition(ComponentShares):
     feature_cell: tuple[int, int]
     feature_size: tuple[int, int]
     stride: int
+    rule: str | None = None
+    components: tuple[int, ...] = ()
 
+    @property
+    def included(self) -> np.ndarray:
+        """(C,) bool: the components of the model (all of them for the full model)."""
+        inc = np.zeros(self.y2.shape, bool)
+        inc[list(self.components) if self.rule is not None else slice(None)] = True
+        return inc
+
+    @property
+    def label(self) -> str:
+        """The model's map: ``"M2"`` or ``"M2 [npca:5]"``."""
+        return "M2" if self.rule is None else f"M2 [{self.rule}]"
+
+    @property
+    def total(self) -> float:
+        """Sum of the model's contributions (equals ``m2`` up to rounding)."""
+        return float(self.y2[self.included].sum())
+
+    @property
+    def dropped_total(self) -> float:
+        """What the components outside the subset model add at the pixel (0 for the full model)."""
+        return float(self.y2[~self.included].sum())
+
+    @property
+    def shares(self) -> np.ndarray:
+        """(C,) fraction of the model's M2 contributed by each component (0 outside the model);
+        sums to 1 (0 if M2 is 0)."""
+        t = self.total
+        return np.where(self.included, self.y2 / t, 0.0) if t > 0 else np.zeros_like(self.y2)
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "split": self.split, "image": self.image, "row": self.row,
                 "col": self.col, "m2": self.m2, "top": list(self.top),
                 "top_values": self.top_values.tolist(), "top_share": self.top_share,
                 "feature_cell": list(self.feature_cell), "feature_size": list(self.feature_size),
-                "stride": self.stride}
+                "stride": self.stride, "subset": self.rule,
+                "n_components": len(self.components) if self.rule is not None else int(self.y2.size)}
 
 
 def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: int, *,
-                    top: int = 8) -> PixelDecomposition:
+                    top: int = 8, subset: "Subset | None" = None) -> PixelDecomposition:
     """Split the M2 value of input pixel ``(row, col)`` of one image into components.
 
     Parameters
@@ -153,6 +192,9 @@ def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: 
         Pixel of the (S x S) network input, 0-based.
     top
         How many of the largest contributions to list (1..C).
+    subset
+        A subset model (:func:`mvgviz.variants.subset_of`): ``m2`` is its M2_S and ``top`` lists
+        its components only; None for the full model.
 
     Returns
     -------
@@ -171,20 +213,28 @@ def decompose_pixel(layer: "LayerModel", split: str, image: int, row: int, col: 
     step = max(1, (1 << 22) // (s * s))  # components upsampled at once: ~16 MB of maps, whatever C is
     contrib = np.concatenate([layer.y2(split, [image], list(range(a, min(a + step, c))))[0, :, row, col]
                               for a in range(0, c, step)]).astype(np.float64)  # (C,) as the maps show it
-    m2 = float(layer.m2(split, [image])[0, row, col])                   # the displayed (and scored) value
-    order = np.lexsort((np.arange(c), -contrib))[:top]
+    if subset is None:
+        m2 = float(layer.m2(split, [image])[0, row, col])               # the displayed (and scored) value
+        pool = np.arange(c)
+    else:
+        pool = np.asarray(subset.components, dtype=np.int64)
+        m2 = float(layer.m2_subset(split, pool, [image])[0, row, col])  # M2_S as displayed and scored
+    order = pool[np.lexsort((pool, -contrib[pool]))][:top]
     stride = s // max(h, 1)
     cell = (min(row * h // s, h - 1), min(col * w // s, w - 1))
     return PixelDecomposition(layer=layer.name, split=split, image=image, row=row, col=col, m2=m2,
                               y2=contrib, top=tuple(int(i) for i in order), feature_cell=cell,
-                              feature_size=(int(h), int(w)), stride=int(stride))
+                              feature_size=(int(h), int(w)), stride=int(stride),
+                              rule=None if subset is None else subset.rule,
+                              components=() if subset is None else tuple(int(i) for i in pool))
 
 
-def argmax_pixel(layer: "LayerModel", split: str, image: int) -> tuple[int, int]:
-    """(row, col) of the largest upsampled M2 value of an image (the image score's pixel)."""
+def argmax_pixel(layer: "LayerModel", split: str, image: int, *, subset: "Subset | None" = None) -> tuple[int, int]:
+    """(row, col) of the largest upsampled M2 value of an image (the image score's pixel); of
+    M2_S for a subset model."""
     check_split(split)
     image = _check_image(layer, split, image)
-    m2 = layer.m2(split, [image])[0]                                   # (S, S)
+    m2 = _model_map(layer, split, image, subset)                       # (S, S)
     r, c = np.unravel_index(int(np.argmax(m2)), m2.shape)
     return int(r), int(c)
 
@@ -222,14 +272,25 @@ def png_data_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
+def _model_map(layer: "LayerModel", split: str, image: int, subset: "Subset | None") -> np.ndarray:
+    """(S, S) the upsampled M2 map of one image, or the subset model's M2_S."""
+    if subset is None:
+        return layer.m2(split, [image])[0]
+    return layer.m2_subset(split, subset.components, [image])[0]
+
+
 def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | None = None,
               pixel: tuple[int, int] | None = None, clickable: bool = True, click_stride: int = 2,
-              alpha: float = 0.5, height: int = 500, mask: np.ndarray | None = None) -> "go.Figure":
+              alpha: float = 0.5, height: int = 500, mask: np.ndarray | None = None,
+              subset: "Subset | None" = None) -> "go.Figure":
     """Plotly heatmap of the upsampled M2 map of one image.
 
     Colour scale ``Inferno`` from 0 to ``m2_p99``, the 99th percentile of all M2 values of
     the split (:meth:`LayerModel.stats`), written in the title and on the colour bar;
     values above are clipped to the top colour. Hovering shows row, col and the M2 value.
+    With ``subset`` (:func:`mvgviz.variants.subset_of`), the subset model's M2_S on 0 .. the
+    99th percentile of M2_S over the split (:meth:`LayerModel.m2_subset_p99`), named
+    ``subset.label`` (``"M2 [npca:5]"``) in the title, hover text and colour bar.
 
     Parameters
     ----------
@@ -257,15 +318,25 @@ def m2_figure(layer: "LayerModel", split: str, image: int, *, rgb: np.ndarray | 
     """
     check_split(split)
     image = _check_image(layer, split, image)
-    m2 = layer.m2(split, [image])[0]                                   # (S, S)
+    m2 = _model_map(layer, split, image, subset)                       # (S, S)
     s = m2.shape[0]
-    zmax = float(layer.stats(split).m2_p99)
-    title = (f"M2 of {split} image {image}, layer {layer.name} "
-             f"({layer.feature_size[0]}x{layer.feature_size[1]} upsampled to {s}x{s})<br>"
-             f"<span style='font-size:12px'>inferno, 0 .. {zmax:.4g} = 99th percentile of M2 "
-             f"over the {split} split; above: top colour</span>")
-    return map_figure(m2, zmax, title=title, rgb=rgb, pixel=pixel, clickable=clickable, click_stride=click_stride,
-                      alpha=alpha, height=height, mask=mask)
+    h, w = layer.feature_size
+    if subset is None:
+        name, what = "M2", "M2"
+        zmax = float(layer.stats(split).m2_p99)
+        title = f"M2 of {split} image {image}, layer {layer.name} ({h}x{w} upsampled to {s}x{s})<br>"
+    else:  # the model on a line of its own: the first stays short enough for half a page
+        name, what = subset.label, "M2_S"
+        zmax = float(layer.m2_subset_p99(split, subset.components))
+        title = (f"{name} of {split} image {image}, layer {layer.name}<br>"
+                 f"<span style='font-size:12px'>{subset.description}; {h}x{w} upsampled to {s}x{s}</span><br>")
+    title += (f"<span style='font-size:12px'>inferno, 0 .. {zmax:.4g} = 99th percentile of {what} "
+              f"over the {split} split; above: top colour</span>")
+    fig = map_figure(m2, zmax, title=title, name=name, rgb=rgb, pixel=pixel, clickable=clickable,
+                     click_stride=click_stride, alpha=alpha, height=height, mask=mask)
+    if subset is not None:
+        fig.update_layout(margin=dict(t=90))                           # room for the third title line
+    return fig
 
 
 def map_figure(values: np.ndarray, zmax: float, *, title: str, name: str = "M2", rgb: np.ndarray | None = None,
@@ -351,19 +422,27 @@ def decomposition_figure(decomp: PixelDecomposition, *, height: int = 380) -> "g
     top = list(decomp.top)
     shares = decomp.shares
     share = [float(shares[c]) for c in top]
-    n_rest = len(decomp.y2) - len(top)
+    n_model = int(decomp.included.sum())
+    n_rest = n_model - len(top)
     rest = f"; the other {n_rest} add {max(1.0 - decomp.top_share, 0.0) * 100:.1f}%" if n_rest else ""
+    where = f"Pixel (row {decomp.row}, col {decomp.col}) of {decomp.split} image {decomp.image}, {decomp.layer}"
+    if decomp.rule is None:
+        text = (f"{where}: M2 = {decomp.m2:.4g}<br><span style='font-size:12px'>the top {len(top)} "
+                f"components explain {decomp.top_share * 100:.1f}% of M2{rest}</span>")
+    else:  # the model's value on the second line: the first stays short enough for half a page
+        text = (f"{where}<br><span style='font-size:12px'>{decomp.label} = {decomp.m2:.4g}: the top {len(top)} "
+                f"explain {decomp.top_share * 100:.1f}%{rest}<br>"
+                f"subset model {decomp.rule}: {n_model} of {len(decomp.y2)} components; the "
+                f"{len(decomp.y2) - n_model} left out would add {decomp.dropped_total:.4g}</span>")
     fig = go.Figure(go.Bar(
         x=[f"c {c}" for c in top], y=decomp.top_values, marker_color="#d9480f",
         customdata=np.asarray(share) * 100, text=[f"{p * 100:.1f}%" for p in share],
         textposition="outside", cliponaxis=False,
-        hovertemplate="%{x}<br>y2 = %{y:.4g}<br>%{customdata:.1f}% of M2<extra></extra>"))
+        hovertemplate="%{x}<br>y2 = %{y:.4g}<br>%{customdata:.1f}% of " + decomp.label + "<extra></extra>"))
     fig.update_layout(
-        title=dict(text=(f"Pixel (row {decomp.row}, col {decomp.col}) of {decomp.split} image {decomp.image}, "
-                         f"{decomp.layer}: M2 = {decomp.m2:.4g}<br><span style='font-size:12px'>the top {len(top)} "
-                         f"components explain {decomp.top_share * 100:.1f}% of M2{rest}</span>"),
-                   font=dict(size=14)),
-        height=height, margin=dict(l=10, r=10, t=70, b=10), yaxis_title="y2_c at the pixel",
+        title=dict(text=text, font=dict(size=14)),
+        height=height, margin=dict(l=10, r=10, t=70 if decomp.rule is None else 90, b=10),
+        yaxis_title="y2_c at the pixel",
         xaxis=dict(type="category"), showlegend=False)
     return fig
 
@@ -451,32 +530,90 @@ def agreement_figure(count: np.ndarray, n_components: int, *, title: str = "", h
     return fig
 
 
+_CURVE_AXES = {"image_roc": ("FPR", "TPR"), "roc": ("FPR", "TPR"), "pr": ("recall", "precision"),
+               "pro": ("FPR", "PRO")}
+
+
+def _metric(metrics: Mapping[str, Any], key: str) -> str:
+    v = metrics.get(key)
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _curve_panels(panels, series, titles, *, height: int, legend: bool) -> "go.Figure":
+    """Curves side by side: ``panels`` lists the curve keys of each subplot (``"roc"``,
+    ``"image_roc"``, ``"pr"``, ``"pro"``), ``series`` the models, each ``(name, curves, line)``
+    with ``curves`` as :attr:`mvgviz.results.LayerModel.curves` and ``line`` plotly line
+    properties; an image ROC drawn beside a pixel ROC is dotted; FPR 0.3 is marked on the PRO
+    panel. One legend entry per model when ``legend``."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.07, subplot_titles=titles)
+    shown = set()
+    for col, keys in enumerate(panels, 1):
+        for key in keys:
+            for name, curves, line in series:
+                c = (curves or {}).get(key)
+                if not c:
+                    continue
+                dotted = key == "image_roc" and len(keys) > 1
+                fig.add_trace(go.Scatter(
+                    x=c["x"], y=c["y"], mode="lines", name=name if legend else f"{key} ({name})",
+                    legendgroup=name, showlegend=legend and name not in shown,
+                    line={**line, **({"dash": "dot"} if dotted else {})},
+                    hovertemplate=f"{name}<br>{key}: " + "%{x:.3f}, %{y:.3f}<extra></extra>"), row=1, col=col)
+                shown.add(name)
+            xt, yt = _CURVE_AXES[key]
+            fig.update_xaxes(title_text=xt, range=[0, 1], row=1, col=col)
+            fig.update_yaxes(title_text=yt, range=[0, 1.02], row=1, col=col)
+        if "pro" in keys:
+            fig.add_vline(x=0.3, line_dash="dash", line_color="#adb5bd", row=1, col=col)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=legend,
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
+    return fig
+
+
 def curves_figure(curves: Mapping[str, Mapping[str, list]], metrics: Mapping[str, Any], *,
                   height: int = 320) -> "go.Figure":
     """The layer's curves side by side: pixel ROC (with the image ROC), PR and PRO (FPR up to 0.3
-    marked), from :attr:`mvgviz.results.LayerModel.curves`; the exact metrics in the titles."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    marked), from :attr:`mvgviz.results.LayerModel.curves`; the exact metrics in the titles.
+    :func:`variant_curves_figure` draws several models' curves."""
+    titles = (f"ROC: pixel {_metric(metrics, 'pixel_auroc')}, image {_metric(metrics, 'image_auroc')}",
+              f"PR: AUPR {_metric(metrics, 'pixel_aupr')}", f"PRO: AUPRO {_metric(metrics, 'aupro')} (to FPR 0.3)")
+    return _curve_panels((("roc", "image_roc"), ("pr",), ("pro",)), [("pixel", curves, {})], titles,
+                         height=height, legend=False)
 
-    def num(k):
-        v = metrics.get(k)
-        return "n/a" if v is None else f"{v:.3f}"
 
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=(
-        f"ROC: pixel {num('pixel_auroc')}, image {num('image_auroc')}", f"PR: AUPR {num('pixel_aupr')}",
-        f"PRO: AUPRO {num('aupro')} (to FPR 0.3)"))
-    specs = (("roc", 1, "pixel", "FPR", "TPR"), ("image_roc", 1, "image", "FPR", "TPR"),
-             ("pr", 2, "pixel", "recall", "precision"), ("pro", 3, "pixel", "FPR", "PRO"))
-    for key, col, label, xt, yt in specs:
-        c = curves.get(key)
-        if not c:
-            continue
-        fig.add_trace(go.Scatter(x=c["x"], y=c["y"], mode="lines", name=f"{key} ({label})",
-                                 line=dict(dash="dot" if key == "image_roc" else "solid")), row=1, col=col)
-        fig.update_xaxes(title_text=xt, range=[0, 1], row=1, col=col)
-        fig.update_yaxes(title_text=yt, range=[0, 1.02], row=1, col=col)
-    fig.add_vline(x=0.3, line_dash="dash", line_color="#adb5bd", row=1, col=3)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=False)
+VARIANT_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
+
+
+def variant_name(row: Mapping[str, Any]) -> str:
+    """A variant's name in legends and tables: ``"full model (112)"``, ``"npca:5 (7)"``,
+    ``"oracle_best:11 (11, oracle)"``: the rule, its number of components, the oracle said."""
+    n = int(row["n_components"])
+    if row["rule"] == "full":
+        return f"full model ({n})"
+    return f"{row['rule']} ({n}{', oracle' if row.get('oracle') else ''})"
+
+
+def variant_curves_figure(rows: "list[Mapping[str, Any]]", *, height: int = 400) -> "go.Figure":
+    """The curves of :func:`mvgviz.variants.variants` rows (``curves=True``): image ROC, pixel ROC,
+    PR and PRO side by side, one line per model: the full model black and thick, each subset model
+    in its own colour, an oracle dashed (it reads test labels: an upper bound, not a model). The
+    legend names each model with its pixel AUROC and AUPRO."""
+    series = []
+    k = 0
+    for r in rows:
+        name = (f"{variant_name(r)}: pixel AUROC {_metric(r, 'pixel_auroc')}, AUPRO {_metric(r, 'aupro')}")
+        if r["rule"] == "full":
+            line = {"color": "#212529", "width": 3}
+        else:
+            line = {"color": VARIANT_COLOURS[k % len(VARIANT_COLOURS)], "width": 1.6,
+                    "dash": "dash" if r.get("oracle") else "solid"}
+            k += 1
+        series.append((name, r.get("curves") or {}, line))
+    titles = ("image ROC", "pixel ROC", "PR (pixels)", "PRO (to FPR 0.3)")
+    fig = _curve_panels((("image_roc",), ("roc",), ("pr",), ("pro",)), series, titles, height=height, legend=True)
+    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10 + 22 * len(series)))
     return fig
 
 

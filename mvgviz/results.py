@@ -7,7 +7,8 @@ components Y and the M2 maps of both splits, image scores, colour-scale statisti
 the component ranking. ``export``, ``inspect`` and the viewer read results only through these
 classes. The writers (:mod:`mvgviz.pipeline`) take the names from :class:`Names`.
 
-Every map shown is the map that was scored: :meth:`LayerModel.y2` and :meth:`LayerModel.m2`
+Every map shown is the map that was scored: :meth:`LayerModel.y2`, :meth:`LayerModel.m2` and a
+subset model's :meth:`LayerModel.m2_subset` (M2 restricted to some components, :mod:`mvgviz.variants`)
 upsample with the method's ``to_pixels`` (torch's bilinear, :func:`mvgviz.metrics.upsample`),
 the same function the metrics and the component ranking use.
 """
@@ -276,6 +277,55 @@ class LayerModel(_EntryResults):
         m2 = np.asarray(self.entry.array(Names.maps(split))[_index(images)], dtype=np.float32)
         return self.to_pixels(m2[:, None])[:, 0] if upsampled else m2
 
+    # --- subset models: M2_S = sum of y2_c over the components c in S (mvgviz.variants)
+    def _subset(self, components) -> np.ndarray:
+        """(k,) int64 component indices, ascending, unique; ParamError naming ``components``."""
+        from .conventions import ParamError
+        comps = np.unique(np.asarray(components, dtype=np.int64).reshape(-1))
+        if comps.size == 0:
+            raise ParamError("components", "is empty; a subset model needs at least one component")
+        if comps[0] < 0 or comps[-1] >= self.channels:
+            bad = int(comps[0] if comps[0] < 0 else comps[-1])
+            raise ParamError("components", f": index {bad} is out of range for layer {self.name} "
+                                           f"({self.channels} components); valid: 0..{self.channels - 1}")
+        return comps
+
+    def m2_subset(self, split: str, components, images=None, *, upsampled: bool = True) -> np.ndarray:
+        """M2_S maps (n, H, W) float32 of the subset model S = ``components``: the squares of the
+        stored components (float32) summed over S in float64, upsampled as scored. Exactly the maps
+        :func:`mvgviz.variants.evaluate_subset` scores (:meth:`subset_chunks`); over all components,
+        :meth:`m2` up to float rounding (M2 is stored from float64 Y)."""
+        comps = self._subset(components)
+        m2 = _sum_squares(self.y(split, images, comps))                  # (n, h, w)
+        return self.to_pixels(m2[:, None])[:, 0] if upsampled else m2
+
+    def subset_chunks(self, split: str, components, *, batch_size: int = 16):
+        """M2_S maps (n, h, w) float32 at feature resolution, batch by batch over the whole split, read
+        with plain file reads (resident memory: one batch of components)."""
+        comps = self._subset(components)
+        y = self.entry.reader(Names.components(split))
+        for i in range(0, len(y), max(int(batch_size), 1)):
+            yield _sum_squares(y.rows(i, i + batch_size)[:, comps])
+
+    def m2_subset_p99(self, split: str, components) -> float:
+        """The colour maximum of a subset model's maps: the 99th percentile of all M2_S values of
+        ``split`` at feature resolution, like :attr:`ScaleStats.m2_p99` of M2 (exact, streamed over
+        the cached components: :func:`mvgviz.whitening.percentile_streamed`). Computed once per
+        (split, subset) and kept in memory with this layer."""
+        from .whitening import percentile_streamed
+        comps = self._subset(components)
+        key = (split, comps.tobytes())
+        cache = self._subset_p99
+        if key not in cache:
+            n_cells = int(self.channels) * int(np.prod(self.feature_size))
+            step = max(1, (1 << 24) // max(n_cells, 1))                 # ~64 MB of float32 components a batch
+            cache[key] = percentile_streamed(lambda: self.subset_chunks(split, comps, batch_size=step))
+        return cache[key]
+
+    @cached_property
+    def _subset_p99(self) -> dict:
+        return {}
+
     def to_pixels(self, maps: np.ndarray) -> np.ndarray:
         """(n, k, h, w) -> (n, k, S, S) float32 NumPy with the method's upsampling (the scored one)."""
         import torch
@@ -463,6 +513,12 @@ def check_entry(entry: Entry) -> str | None:
         return None
     except (KeyError, TypeError, ValueError, OSError) as e:
         return f"unreadable values ({e})"
+
+
+def _sum_squares(y: np.ndarray) -> np.ndarray:
+    """y (n, k, h, w) -> (n, h, w) float32: the squares in float32 (as :meth:`LayerModel.y2`), summed
+    over k in float64."""
+    return np.square(np.asarray(y, dtype=np.float32)).sum(1, dtype=np.float64).astype(np.float32)
 
 
 def _finite(v: float) -> float | None:

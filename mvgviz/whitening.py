@@ -11,7 +11,8 @@ feature vector. Batched Gaussians (one per position, PaDiM) whiten channels-last
 :meth:`Whitener.whiten_rows`.
 
 Colour-scale statistics (:class:`ScaleStats`) stream over image chunks
-(:func:`scale_stats_streamed`, exact radix selection of the percentiles, no split in memory).
+(:func:`scale_stats_streamed`, exact radix selection of the percentiles, no split in memory);
+:func:`percentile_streamed` is the same selection for any one stream of values (a subset model's M2).
 """
 
 from __future__ import annotations
@@ -227,6 +228,59 @@ def scale_stats_streamed(chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndar
     return ScaleStats(per_component_p99=comp.result(), cross_component_p99=float(every.result()[0]),
                       m2_p99=float(msel.result()[0]), y_min=y_min.astype(np.float64),
                       y_max=y_max.astype(np.float64), y2_mean=s2 / n_y)
+
+
+def percentile_streamed(chunks: Callable[[], Iterable[np.ndarray]], *, q: float = PERCENTILE) -> float:
+    """Exact percentile of all values of arrays streamed chunk by chunk (e.g. the M2 maps of a
+    subset model, :meth:`mvgviz.results.LayerModel.m2_subset_p99`).
+
+    Parameters
+    ----------
+    chunks
+        Zero-argument callable returning a fresh iterable of arrays of any shape, all float32 or
+        all float64, finite; called one to three times (passes; up to 6 for float64).
+    q
+        The percentile (99).
+
+    Returns
+    -------
+    float
+        ``np.percentile`` (linear interpolation) of the concatenated values, whatever the chunking:
+        the radix selection of :func:`scale_stats_streamed` on one population.
+    """
+    sel: _RadixSelect | None = None
+    n = 0
+    for a in chunks():  # pass 1
+        a = _check_values(a, sel)
+        if a.size == 0:
+            continue
+        if sel is None:
+            sel = _RadixSelect(1, a.dtype, signed=True)
+        keys = sel.keys(a.reshape(1, 1, -1))
+        sel.first_histogram(keys)
+        sel.bound(keys.min(axis=(0, 2)), keys.max(axis=(0, 2)))
+        n += a.size
+    if sel is None:
+        raise ValueError("a percentile needs at least one value: chunks() gave none")
+    if not np.isfinite(sel.value(sel.kmin)).all() or not np.isfinite(sel.value(sel.kmax)).all():
+        raise ValueError("the values contain NaN or inf")
+    sel.start(np.array([n]), q)
+    while _plan([sel], _COLLECT_BUDGET):
+        for a in chunks():  # passes 2, ...
+            a = _check_values(a, sel)
+            if a.size:
+                sel.scan(sel.keys(a.reshape(1, 1, -1)))
+        sel.finish_pass()
+    return float(sel.result()[0])
+
+
+def _check_values(a, sel: "_RadixSelect | None") -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"values must be float32 or float64, got {a.dtype}")
+    if sel is not None and a.dtype != sel.fdtype:
+        raise ValueError(f"every chunk must have the dtype of the first ({sel.fdtype}), got {a.dtype}")
+    return a
 
 
 def _check_chunk(y, m2, c: int | None, sel: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -678,6 +678,21 @@ def test_diagnostics_page(app, demo_model):
     for col, k in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPR", "pixel_aupr"),
                    ("AUPRO", "aupro")):
         np.testing.assert_allclose(v[col].astype(float), [r[k] for r in rows], rtol=1e-9, err_msg=col)
+    # their curves beside the table: every model in the four panels (image ROC, pixel ROC, PR, PRO)
+    from mvgviz.inspect import variant_name
+    with_curves = variants(demo_model, lm, curves=True)
+    fig = json.loads(_chart(at, "diag_variant_curves"))
+    assert len(fig["data"]) == 4 * len(with_curves)
+    legend = [t["name"] for t in fig["data"] if t.get("showlegend")]
+    assert [n.split(": pixel AUROC")[0] for n in legend] == [variant_name(r) for r in with_curves]
+    assert any("oracle" in n for n in legend)
+    for r in with_curves:
+        traces = [t for t in fig["data"] if t["legendgroup"].startswith(variant_name(r) + ":")]
+        assert len(traces) == 4, r["rule"]
+        for t, key in zip(traces, ("image_roc", "roc", "pr", "pro")):
+            np.testing.assert_allclose(_arr(t["x"]), r["curves"][key]["x"], err_msg=f"{r['rule']} {key}")
+            np.testing.assert_allclose(_arr(t["y"]), r["curves"][key]["y"], err_msg=f"{r['rule']} {key}")
+        assert all(t["line"].get("dash") == "dash" for t in traces) == bool(r["oracle"])
     # the table stays on reruns of the same layer, and is gone on another layer until asked for
     at.slider(key="diag_n").set_value(4).run()
     assert any("kept components" in t.value.columns for t in _ok(at).dataframe)
@@ -688,6 +703,103 @@ def test_diagnostics_page(app, demo_model):
     assert not at.error
     assert not any("kept components" in t.value.columns for t in at.dataframe)
 
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 11: a component subset is a model option (the sidebar's "Model: M2 over")
+# ---------------------------------------------------------------------------------------
+
+def test_model_control_subset_changes_grid_overview_and_inspect(app, demo_model):
+    from mvgviz.inspect import argmax_pixel
+    from mvgviz.variants import evaluate_subset, select, subset_of
+    at = _goto(app, "Grid")
+    lm = _layer(at, demo_model)
+    control = at.sidebar.selectbox(key="model_subset")
+    assert control.label == "Model: M2 over" and control.value == "all components"
+    assert "oracle_best:5 (oracle: reads test labels)" in control.options   # the oracle only labelled so
+    at.text_input(key="grid_components").input("1,3")
+    at.text_input(key="grid_images").input("0,7")
+    _ok(at.run())
+    before = at.image[0].value
+    full_table = _table(at, "max (colour scale)")
+    assert list(full_table["column"])[-1] == "M2"
+    # the Grid: its M2 column is the subset model's M2_S, on the p99 of M2_S over the split
+    at.sidebar.selectbox(key="model_subset").set_value("npca:5").run()
+    _ok(at)
+    assert not at.error
+    assert at.image[0].value != before, "the picture must change"
+    comps = select(lm, "npca:5")
+    t = _table(at, "max (colour scale)")
+    assert list(t["column"])[-1] == "M2 [npca:5]" and list(t["scale"])[-1] == "M2 [npca:5]"
+    assert t["max (colour scale)"].iloc[-1] == pytest.approx(lm.m2_subset_p99("test", comps), rel=1e-12)
+    np.testing.assert_allclose(t["max (colour scale)"].iloc[:2], full_table["max (colour scale)"].iloc[:2])
+    sub = subset_of(lm, "npca:5")
+    assert any(sub.description in re.sub(r"\\(.)", r"\1", c.value) for c in at.sidebar.caption)
+    assert any("M2 column: the subset model" in c.value for c in at.caption)
+    # the Overview: the subset's metrics beside the full model's, as evaluate_subset computes them
+    at = _goto(at, "Overview")
+    assert at.sidebar.selectbox(key="model_subset").value == "npca:5"        # kept across pages
+    df = _table(at, "rule reads")
+    m = evaluate_subset(demo_model, lm, comps)
+    assert list(df["model"]) == ["M2 (all components)", "M2 [npca:5]"]
+    assert list(df["components"]) == [lm.channels, len(comps)]
+    assert list(df["rule reads"]) == ["-", "train split only"]
+    for col, k in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPR", "pixel_aupr"),
+                   ("AUPRO", "aupro")):
+        assert df[col][0] == pytest.approx(lm.metrics[k], abs=1e-12), col
+        assert df[col][1] == pytest.approx(m[k], abs=1e-12), col
+    assert df["pixel AUROC"][1] != pytest.approx(df["pixel AUROC"][0], abs=1e-9)
+    # Inspect: the map is M2_S, the pixel starts at its maximum, the bars hold the subset's components
+    at = _goto(at, "Inspect")
+    assert not at.error
+    image = at.selectbox(key="insp_image_test").value
+    r, c = int(at.session_state["insp_row"]), int(at.session_state["insp_col"])
+    assert (r, c) == argmax_pixel(lm, "test", image, subset=sub)
+    d = decompose_pixel(lm, "test", image, r, c, top=8, subset=sub)
+    assert {x.label: x.value for x in at.metric}["M2_S at the pixel"] == f"{d.m2:.4g}"
+    tab = _table(at, "y2 at pixel")
+    assert list(tab["component"]) == list(d.top) and set(d.top) <= set(comps.tolist())
+    assert "share of M2 [npca:5]" in tab.columns
+    chart = json.loads(_chart(at, "insp_chart"))
+    heat = next(tr for tr in chart["data"] if tr.get("type") == "heatmap")
+    assert heat["name"] == "M2 [npca:5]"
+    np.testing.assert_array_equal(_arr(heat["z"]).astype(np.float32), lm.m2_subset("test", comps, [image])[0])
+    # the oracle: labelled as such wherever it shows
+    at.sidebar.selectbox(key="model_subset").set_value("oracle_best:5").run()
+    _ok(at)
+    assert any("oracle: reads test labels" in w.value for w in at.sidebar.warning)
+    at = _goto(at, "Overview")
+    assert list(_table(at, "rule reads")["rule reads"]) == ["-", "test labels (oracle)"]
+    # back to all components: the full model, no subset table
+    at.sidebar.selectbox(key="model_subset").set_value("all components").run()
+    _ok(at)
+    assert not any("rule reads" in x.value.columns for x in at.dataframe)
+
+
+def test_model_control_bad_rule_names_the_control(app, demo_model):
+    from mvgviz.variants import default_rules
+    at = _goto(app, "Grid")
+    lm = _layer(at, demo_model)
+    at.sidebar.selectbox(key="model_subset").set_value("a typed rule ...").run()
+    _ok(at)
+    assert not at.error and list(_table(at, "max (colour scale)")["column"])[-1] == "M2"   # nothing typed yet
+    for typed, msg in (("bogus:2", "Model: M2 over must be one of drop_border:N"),
+                       ("npca:", "Model: M2 over: 'npca:' needs a number after 'npca:'"),
+                       ("drop_border:999", f"Model: M2 over: drop_border:N needs an integer N in 0..{lm.channels - 1}")):
+        at.sidebar.text_input(key="model_subset_typed").input(typed).run()
+        _ok(at)                                                                # no traceback
+        assert msg in _errors(at), _errors(at)
+        assert "--subset" not in _errors(at) and "`subset`" not in _errors(at)
+        assert "full model" in _errors(at)
+        assert len(at.image) == 1 and list(_table(at, "max (colour scale)")["column"])[-1] == "M2"
+    at.sidebar.text_input(key="model_subset_typed").input("Drop_Border: 3").run()
+    _ok(at)
+    assert not at.error and list(_table(at, "max (colour scale)")["column"])[-1] == "M2 [drop_border:3]"
+    # the Diagnostics page's variants add the control's rule to the default ones
+    at = _goto(at, "Diagnostics")
+    at.button(key="diag_variants_button").click().run()
+    _ok(at)
+    assert list(_table(at, "kept components")["rule"]) == ["full", *default_rules(lm.channels), "drop_border:3"]
 
 
 # ---------------------------------------------------------------------------------------

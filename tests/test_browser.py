@@ -383,3 +383,55 @@ def test_methods_page_table_heatmaps_and_png(server, browser, demo_root, demo_ca
     page.wait_for_timeout(800)
     _shot(page, "page_methods_explain")
     assert not page.locator("[data-testid=stException]").count()
+
+
+def test_model_control_subset_pages(server, browser):
+    """Issue 11: the sidebar's "Model: M2 over" set to a subset rule changes the Grid's picture, adds
+    the subset's metrics to the Overview and its map to Inspect; the Diagnostics page draws the
+    variants' curves beside their table."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/?page=Grid", timeout=60_000)
+    page.get_by_role("heading", name="Grid:").wait_for(timeout=60_000)
+    before = _grid_src(page)
+    _wait_settled(page)
+    sidebar = page.locator("[data-testid=stSidebar]")
+    sidebar.locator("[data-testid=stSelectbox]").filter(has_text="Model: M2 over").get_by_role(
+        "button", name="Open").click()
+    page.get_by_role("option", name="npca:5 (train-only)").click()
+    page.wait_for_function(
+        "(old) => { const i = document.querySelector('[data-testid=stMain] [data-testid=stImage] img');"
+        " return i && i.getAttribute('src') !== old && i.complete && i.naturalWidth > 0; }",
+        arg=before, timeout=60_000)
+    page.get_by_text("M2 column: the subset model", exact=False).first.wait_for(timeout=30_000)
+    _wait_settled(page)
+    _shot(page, "subset_grid")
+    # the other pages through the sidebar (the same session keeps the control)
+    sidebar.get_by_text("Overview", exact=True).click()
+    heading = page.get_by_role("heading", name="Model: M2 [npca:5]")
+    heading.wait_for(timeout=60_000)
+    page.locator("[data-testid=stDataFrame]").nth(1).wait_for(timeout=60_000)
+    _wait_settled(page)
+    heading.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    _shot(page, "subset_overview")
+    sidebar.get_by_text("Inspect", exact=True).click()
+    page.get_by_role("heading", name="Inspect a pixel").wait_for(timeout=60_000)
+    page.get_by_text("M2 [npca:5] of test image", exact=False).first.wait_for(timeout=30_000)
+    _wait_settled(page)
+    _shot(page, "subset_inspect")
+    sidebar.get_by_text("Diagnostics", exact=True).click()
+    page.get_by_role("heading", name="Diagnostics of").wait_for(timeout=60_000)
+    _wait_settled(page)
+    page.get_by_role("button", name="Compute the variants").click()
+    note = page.get_by_text("Each variant's curves", exact=False).first
+    note.wait_for(timeout=180_000)
+    _wait_settled(page)
+    page.get_by_role("heading", name="Variants: M2 on a subset").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    _shot(page, "diagnostics_variants_table")
+    curves = page.locator(".js-plotly-plot").last
+    curves.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 250)
+    page.wait_for_timeout(800)
+    _shot(page, "diagnostics_variant_curves")
+    assert not page.locator("[data-testid=stException]").count()

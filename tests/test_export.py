@@ -307,6 +307,8 @@ def _mutations():
         (setv("model", "preprocessing", "mean", value=[0.5]), r"model\.preprocessing\.mean must be a list of 3"),
         (setv("colour", value="red"), r"unknown key 'colour'"),
         (setv("spec", "colour", value="red"), r"bad spec: unknown grid spec key.*'colour'"),
+        (setv("spec", "subset", value="bogus:1"), r"bad spec: `subset` must be one of drop_border:N"),
+        (setv("subset", value=[1]), r"subset must be an object or null"),
         (setv("scale", "mode", value="cross-component"), r"scale\.mode must be the spec's scale"),
         (setv("figure", "dpi", value=72), r"figure\.dpi must be >= 200"),
         (lambda man: man["model"].pop("backbone"), r"missing key model\.'backbone'"),
@@ -414,3 +416,77 @@ def test_cli_huge_grid_exits_2(demo_root, demo_cache, demo_model, tmp_path, caps
                           "at most 32 images x 32 columns"), err
     assert "split it into 2 exports of at most 32 components each" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a subset model in the M2 column (--subset) -----------------------------------------
+
+def test_export_subset_manifest_and_redraw(demo_model, demo_cache, spec, tmp_path, captured_figures):
+    from mvgviz.variants import select
+    lm = demo_model.layer(LAYER)
+    s = spec.replace(subset="drop_position:5")
+    first = export_figure(demo_model, s, tmp_path / "sub.png")
+    (data, fig), = captured_figures
+    comps = select(lm, "drop_position:5")
+    p99 = lm.m2_subset_p99("test", comps)
+    man = json.loads(first[1].read_text())
+    assert man["spec"]["subset"] == "drop_position:5"
+    assert man["subset"] == {"rule": "drop_position:5", "components": [int(c) for c in comps],
+                             "n_components": len(comps), "oracle": False}
+    assert man["scale"]["columns"][-1] == "M2 [drop_position:5]"
+    assert man["scale"]["vmax"][-1] == pytest.approx(p99, rel=1e-12) == man["scale"]["m2_vmax"]
+    assert man["scale"]["m2_vmax"] != pytest.approx(lm.stats("test").m2_p99)
+    # the figure draws M2_S on its own scale, and says which model it is
+    k = len(s.components)
+    m2_panels = [im for ax in fig.axes for im in ax.get_images() if im.get_gid() == f"heatmap-r0-c{k}"]
+    assert m2_panels and m2_panels[0].get_clim() == (0.0, pytest.approx(p99, rel=1e-12))
+    np.testing.assert_array_equal(m2_panels[0].get_array(), lm.m2_subset("test", comps, [s.images[0]])[0])
+    assert "M2 [drop_position:5], a subset model" in fig._suptitle.get_text().replace("\n", " ")
+    assert any("M2 [drop_position:5]" in t.get_text() for ax in fig.axes for t in ax.texts)
+    # --from-manifest redraws the same pixels
+    again = figure_from_manifest(first[1], tmp_path / "again.png", cache=demo_cache, device="cpu")
+    a, b = cv2.imread(str(first[0])), cv2.imread(str(again[0]))
+    assert a.shape == b.shape and np.array_equal(a, b)
+    mb = json.loads(again[1].read_text())
+    assert mb["spec"] == man["spec"] and mb["subset"] == man["subset"] and mb["scale"] == man["scale"]
+    # and the full model's figure differs
+    full = export_figure(demo_model, spec, tmp_path / "full.png")
+    f = cv2.imread(str(full[0]))
+    assert f.shape != a.shape or not np.array_equal(f, a)
+    assert json.loads(full[1].read_text())["subset"] is None
+
+
+def test_cli_export_subset(demo_root, demo_cache, demo_model, tmp_path, capsys):
+    from mvgviz.variants import select
+    out = tmp_path / "npca.png"
+    rc = main(["export", *model_opts(demo_root, demo_cache), "--layer", "blocks10", "--images", "0,7",
+               "--components", "best:2", "--subset", "NPCA:5", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.split() == [str(out), str(out) + ".json"]
+    man = json.loads((tmp_path / "npca.png.json").read_text())
+    lm = demo_model.layer(LAYER)
+    comps = select(lm, "npca:5")
+    assert man["spec"]["subset"] == "npca:5" and man["subset"]["components"] == [int(c) for c in comps]
+    assert man["spec"]["components"] == [int(c) for c in lm.ranking()[:2]]    # --components: the columns
+    assert man["scale"]["vmax"][-1] == pytest.approx(lm.m2_subset_p99("test", comps))
+    again = tmp_path / "again.png"
+    assert main(["export", "--from-manifest", str(tmp_path / "npca.png.json"), "--cache", str(demo_cache),
+                 "--quiet", "--out", str(again)]) == 0
+    assert np.array_equal(cv2.imread(str(out)), cv2.imread(str(again)))
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "--subset RULE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--subset", "bogus:1"], r"--subset must be one of drop_border:N"),
+    (["--subset", "npca"], r"--subset: 'npca' needs a number after 'npca:'"),
+    (["--subset", "drop_border:112"], r"--subset: drop_border:N needs an integer N in 0\.\.111"),
+    (["--subset", "npca:5", "--no-m2"], r"--subset: the subset model is drawn in the M2 column, which --no-m2"),
+])
+def test_cli_export_bad_subset_exits_2(demo_root, demo_cache, demo_model, tmp_path, capsys, extra, match):
+    rc = main(["export", *model_opts(demo_root, demo_cache), "--layer", "blocks10", *extra,
+               "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("mvgviz: error: --subset") and err.count("\n") == 1, err
+    assert re.search(match, err), err
+    assert not (tmp_path / "x.png").exists()

@@ -173,3 +173,78 @@ def test_spectrum_chart(demo_model):
     t = tr.text[3]
     assert f"c {i}<" in t and f"{lm.component_auroc[i]:.4f}" in t and f"{lm.diagnostics.border_score[i]:.3g}" in t
     assert "n/a" not in fig.layout.title.text
+
+
+# ---------------------------------------------------------------------------------------
+# A subset model (mvgviz.variants): its map, scale and decomposition
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rule", ["drop_border:5", "npca:5"])
+def test_subset_decomposition_splits_m2_s_into_its_components(demo_model, rule):
+    from mvgviz.variants import subset_of
+    lm = demo_model.layer("_blocks[10]")
+    sub = subset_of(lm, rule)
+    comps = list(sub.components)
+    for split, image in (("test", 7), ("train", 2)):
+        m2s = lm.m2_subset(split, comps, [image])[0]
+        for row, col in PIXELS[:4]:
+            d = decompose_pixel(lm, split, image, row, col, top=8, subset=sub)
+            assert d.m2 == float(m2s[row, col])                               # the value the map shows
+            np.testing.assert_array_equal(d.y2, _y2_at(lm, split, image, row, col))
+            assert set(d.top) <= set(comps) and len(d.top) == min(8, len(comps))
+            order = sorted(comps, key=lambda c: (-d.y2[c], c))
+            assert list(d.top) == order[:len(d.top)]                          # largest of the model first
+            assert d.total == pytest.approx(d.m2, rel=1e-4)                    # its components add up to M2_S
+            assert d.shares.sum() == pytest.approx(1.0, abs=1e-9)
+            assert np.all(d.shares[np.setdiff1d(np.arange(lm.channels), comps)] == 0)
+            full = decompose_pixel(lm, split, image, row, col)
+            assert d.total + d.dropped_total == pytest.approx(full.total, rel=1e-9)
+    assert decompose_pixel(lm, "test", 7, 0, 0, subset=sub).to_dict()["subset"] == sub.rule
+    r, c = argmax_pixel(lm, "test", 7, subset=sub)
+    m2s = lm.m2_subset("test", comps, [7])[0]
+    assert m2s[r, c] == m2s.max()
+
+
+def test_subset_m2_figure_and_bars(demo_model):
+    from mvgviz.variants import subset_of
+    lm = demo_model.layer("_blocks[10]")
+    sub = subset_of(lm, "npca:5")
+    fig = m2_figure(lm, "test", 7, subset=sub, clickable=False)
+    heat = [t for t in fig.data if t.type == "heatmap"][0]
+    np.testing.assert_array_equal(np.asarray(heat.z), lm.m2_subset("test", sub.components, [7])[0])
+    p99 = lm.m2_subset_p99("test", sub.components)
+    assert heat.zmax == pytest.approx(p99) and heat.name == "M2 [npca:5]"
+    title = fig.layout.title.text
+    assert title.startswith("M2 [npca:5] of test image 7, layer _blocks[10]<br>")
+    assert "99th percentile of M2_S over the test split" in title
+    assert sub.description in title and f"{p99:.4g}" in title
+    d = decompose_pixel(lm, "test", 7, 60, 60, top=4, subset=sub)
+    bars = decomposition_figure(d)
+    assert list(bars.data[0].x) == [f"c {c}" for c in d.top]
+    text = bars.layout.title.text
+    assert f"M2 [npca:5] = {d.m2:.4g}: the top 4 explain {d.top_share * 100:.1f}%; the other" in text
+    assert f"{len(sub.components)} of {lm.channels} components" in text and f"{d.dropped_total:.4g}" in text
+
+
+def test_variant_curves_figure(demo_model):
+    from mvgviz.inspect import curves_figure, variant_curves_figure
+    lm = demo_model.layer("_blocks[10]")
+    curves = {k: {"x": [0.0, 0.5, 1.0], "y": [0.0, 0.8, 1.0]} for k in ("image_roc", "roc", "pr", "pro")}
+    other = {k: {"x": [0.0, 1.0], "y": [0.0, 1.0]} for k in ("image_roc", "roc", "pr", "pro")}
+    rows = [{"rule": "full", "n_components": 112, "oracle": False, **lm.metrics, "curves": curves},
+            {"rule": "npca:5", "n_components": 7, "oracle": False, **lm.metrics, "curves": other},
+            {"rule": "oracle_best:3", "n_components": 3, "oracle": True, **lm.metrics, "curves": other}]
+    fig = variant_curves_figure(rows)
+    assert len(fig.data) == 3 * 4                                      # every model in every panel
+    names = [t.name for t in fig.data if t.showlegend]
+    assert [n.split(":")[0] for n in names[:1]] == ["full model (112)"]
+    assert names[1].startswith("npca:5 (7)") and names[2].startswith("oracle_best:3 (3, oracle)")
+    oracle = [t for t in fig.data if t.legendgroup == names[2]]
+    assert len(oracle) == 4 and all(t.line.dash == "dash" for t in oracle)
+    full = [t for t in fig.data if t.legendgroup == names[0]]
+    assert [list(t.x) for t in full] == [curves[k]["x"] for k in ("image_roc", "roc", "pr", "pro")]
+    assert [a.text for a in fig.layout.annotations][:4] == ["image ROC", "pixel ROC", "PR (pixels)", "PRO (to FPR 0.3)"]
+    # the one-model figure keeps its three panels, its metrics in the titles
+    one = curves_figure(curves, lm.metrics)
+    assert len(one.data) == 4 and not one.layout.showlegend
+    assert one.layout.annotations[0].text.startswith(f"ROC: pixel {lm.metrics['pixel_auroc']:.3f}")

@@ -130,3 +130,44 @@ def test_grid_data_errors(demo_model):
     with pytest.raises(ParamError, match="^`layer` must be one of") as info:
         grid_data(demo_model, GridSpec(layer="layer9"))
     assert info.value.param == "layer"
+
+
+def test_gridspec_subset_round_trip_and_errors():
+    s = GridSpec(layer="x", subset=" NPCA: 5")
+    assert s.subset == "npca:5" and s.to_dict()["subset"] == "npca:5"
+    assert GridSpec.from_dict(s.to_dict()) == s
+    old = s.to_dict()
+    del old["subset"]                                     # a manifest written before subsets: the full model
+    assert GridSpec.from_dict(old).subset is None
+    for bad, match in (("bogus:1", "must be one of"), ("npca:x", "needs a number"), (3, "must be a rule")):
+        with pytest.raises(ParamError, match=match) as info:
+            GridSpec(layer="x", subset=bad)
+        assert info.value.param == "subset"
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+@pytest.mark.parametrize("rule", ["drop_border:5", "npca:5"])
+def test_grid_m2_column_shows_the_subset_model(demo_model, defect_images, split, rule):
+    from mvgviz.variants import select
+    lm = demo_model.layer(LAYER)
+    spec = small_spec(demo_model, defect_images, split=split, images=(0, 3), subset=rule)
+    d = grid_data(demo_model, spec)
+    full = grid_data(demo_model, spec.replace(subset=None))
+    comps = select(lm, rule)
+    k = len(spec.components)
+    np.testing.assert_array_equal(d.maps[:, :k], full.maps[:, :k])          # the component columns stay
+    np.testing.assert_array_equal(d.maps[:, k], lm.m2_subset(split, comps, [0, 3]))
+    np.testing.assert_allclose(d.maps[:, k], lm.y2(split, [0, 3], comps).sum(1), rtol=1e-5, atol=1e-5)
+    assert d.vmax[k] == lm.m2_subset_p99(split, comps) == np.percentile(lm.m2_subset(split, comps, upsampled=False), 99)
+    assert d.vmax[k] != full.vmax[k] == lm.stats(split).m2_p99
+    assert d.column_labels[-1] == f"M2 [{rule}]" and full.column_labels[-1] == "M2"
+    assert d.panel_labels[0][-1].endswith("| M2_S")
+    assert d.scale_label((k,)) == f"M2_S, max = p99 ({split})" and full.scale_label((k,)) == f"M2, max = p99 ({split})"
+    assert f"last column: M2 [{rule}], a subset model: {rule} keeps {len(comps)} of {lm.channels}" in d.title
+    assert "train-only rule" in d.title and "p99 of M2_S" in d.scale_note
+
+
+def test_grid_subset_that_does_not_fit_the_layer(demo_model):
+    with pytest.raises(ParamError, match=r"drop_border:N needs an integer N in 0\.\.23") as info:
+        grid_data(demo_model, GridSpec(layer="_blocks[2]", subset="drop_border:30"))
+    assert info.value.param == "subset"

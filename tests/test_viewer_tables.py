@@ -125,3 +125,16 @@ def test_diagnostics_and_variants_tables(demo_model):
     v = T.variants_table(rows)
     assert v["rule"] == ["full", "oracle_best:3"] and v["kept components"] == [c, 3]
     assert v[T.ORACLE_LABEL] == [False, True] and v["pixel AUROC"] == [None, 0.9] and v["AUPRO"] == [0.7, 0.8]
+
+
+def test_model_control_rule_and_labels():
+    assert T.subset_rule(T.ALL_COMPONENTS) is None
+    assert T.subset_rule(T.TYPED_RULE, "  ") is None                     # nothing typed: the full model
+    assert T.subset_rule(T.TYPED_RULE, "Drop_Border: 3") == "drop_border:3"
+    assert T.subset_rule("npca:5", "ignored") == "npca:5"
+    assert T.subset_choice_label("oracle_best:5") == "oracle_best:5 (oracle: reads test labels)"
+    assert T.subset_choice_label("npca:5") == "npca:5 (train-only)"
+    assert T.subset_choice_label(T.ALL_COMPONENTS) == T.ALL_COMPONENTS
+    with pytest.raises(ParamError) as info:
+        T.subset_rule(T.TYPED_RULE, "bogus:1")
+    assert T.error_message(info.value).startswith("Model: M2 over must be one of drop_border:N")

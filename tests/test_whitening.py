@@ -248,3 +248,31 @@ def test_streamed_scale_stats_bad_inputs():
     badm[0, 1, 1] = np.inf
     with pytest.raises(ValueError, match="m2 contains NaN or inf"):
         scale_stats(y, badm)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("budget", [1 << 22, 7])          # collect at once, or histogram pass after pass
+def test_percentile_streamed_equals_numpy_for_any_chunking(dtype, budget, monkeypatch):
+    from mvgviz import whitening
+    monkeypatch.setattr(whitening, "_COLLECT_BUDGET", budget)
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal((23, 9, 5)) ** 3 * 10).astype(dtype)   # heavy tails, both signs
+    values[4, 2] = 0.0
+    for q in (99.0, 50.0, 0.0, 100.0):
+        want = np.percentile(values, q)
+        for step in (1, 5, 23):
+            got = whitening.percentile_streamed(lambda: (values[i:i + step] for i in range(0, 23, step)), q=q)
+            assert got == want, (q, step)
+    assert whitening.percentile_streamed(lambda: iter([np.array([2.5], dtype)])) == 2.5
+
+
+def test_percentile_streamed_bad_inputs():
+    from mvgviz.whitening import percentile_streamed
+    with pytest.raises(ValueError, match="at least one value"):
+        percentile_streamed(lambda: iter([np.zeros(0, np.float32)]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        percentile_streamed(lambda: iter([np.array([1.0, np.nan], np.float32)]))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        percentile_streamed(lambda: iter([np.arange(3)]))
+    with pytest.raises(ValueError, match="dtype of the first"):
+        percentile_streamed(lambda: iter([np.ones(2, np.float32), np.ones(2, np.float64)]))

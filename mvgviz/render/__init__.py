@@ -34,7 +34,9 @@ cross-component     ``cross_component_p99`` of the split (one for all)    ``m2_p
 ==================  ====================================================  ===============
 
 (the statistics are :class:`mvgviz.whitening.ScaleStats` of the split shown, at feature
-resolution). Values above ``vmax`` take the top colour. With the cross-component scale a
+resolution). A grid of a subset model (``GridSpec.subset``, a rule of :mod:`mvgviz.variants`)
+shows ``M2_S``, the sum of ``y2_c`` over the rule's components, in the M2 column, on the scale
+0 .. the 99th percentile of ``M2_S`` over the split (:meth:`mvgviz.results.LayerModel.m2_subset_p99`). Values above ``vmax`` take the top colour. With the cross-component scale a
 row's component heatmaps share one scale, so their visual sum is the M2 map (when every
 component is shown).
 

@@ -49,6 +49,12 @@ class GridSpec:
         Draw the ground-truth contour on test images that have a defect.
     alpha
         Heatmap weight of the blend, in [0, 1] (METHOD.md: 0.5).
+    subset
+        The model the M2 column shows: None (default) for the full model (M2 over all
+        components), or a subset rule of :mod:`mvgviz.variants` (``"drop_border:5"``,
+        ``"npca:5"``, ...): the column then shows ``M2_S``, the sum of ``y2_c`` over the
+        components the rule keeps, labelled ``"M2 [rule]"``, on the scale 0 .. the 99th
+        percentile of ``M2_S`` over the split. Stored in canonical form (``"npca:5"``).
 
     Lists given for ``images``/``components`` are stored as tuples of ``int``.
     """
@@ -62,6 +68,7 @@ class GridSpec:
     show_image: bool = True
     outline: bool = True
     alpha: float = 0.5
+    subset: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str) or not self.layer.strip():
@@ -82,6 +89,9 @@ class GridSpec:
         if not 0.0 <= alpha <= 1.0:
             raise ParamError("alpha", f"must be a number in [0, 1], got {self.alpha!r}")
         object.__setattr__(self, "alpha", alpha)
+        if self.subset is not None:
+            from ..variants import canonical_rule
+            object.__setattr__(self, "subset", canonical_rule(self.subset))  # ParamError naming `subset`
 
     def to_dict(self) -> dict:
         """Plain JSON types: lists for the index tuples."""
@@ -145,7 +155,7 @@ class GridData:
     vmax
         (m,) float64 colour-scale maximum per column (minimum is always 0).
     column_labels
-        (m,) e.g. ``"c 40 (AUROC 0.912)"`` and ``"M2"``.
+        (m,) e.g. ``"c 40 (AUROC 0.912)"`` and ``"M2"`` (``"M2 [npca:5]"`` for a subset model).
     row_labels
         (n,) e.g. ``"img 12 | crack"`` (test) or ``"img 3 | train"``.
     title
@@ -155,7 +165,7 @@ class GridData:
         One sentence saying which colour scale is used and what it means.
     panel_labels
         (n, m) ``"3 | img 12 | c 40"``: 1-based in-plot index (row-major), image index,
-        component index (``"M2"`` for the M2 column).
+        component index (``"M2"`` for the M2 column, ``"M2_S"`` for a subset model's).
     defects
         (n,) defect type per row (``"good"`` for good and train images).
     scale_groups
@@ -197,7 +207,7 @@ class GridData:
         s = self.spec.split
         j = group[0]
         if self.spec.show_m2 and j == self.n_cols - 1:
-            return f"M2, max = p99 ({s})"
+            return f"{'M2' if self.spec.subset is None else 'M2_S'}, max = p99 ({s})"  # the header names the rule
         if len(group) > 1 or self.spec.scale == "cross-component":
             return f"all y2, max = p99 ({s})"
         return f"y2_c{self.spec.components[j]}, max = p99 ({s})"
@@ -214,6 +224,11 @@ def _check_indices(values: tuple[int, ...], hi: int, param: str, what: str) -> N
     bad = [v for v in values if not 0 <= v < hi]
     if bad:
         raise ParamError(param, f": index {bad[0]} is out of range for {what}; valid: 0..{hi - 1}")
+
+
+def m2_label(subset: str | None) -> str:
+    """The M2 column's name: ``"M2"`` for the full model, ``"M2 [npca:5]"`` for a subset model."""
+    return "M2" if subset is None else f"M2 [{subset}]"
 
 
 def metric_text(value) -> str:
@@ -244,12 +259,15 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
     -------
     GridData
         ``maps`` (n, k[+1], S, S) float32 equal to ``LayerModel.y2(split, images,
-        components)`` then ``LayerModel.m2(split, images)``.
+        components)`` then ``LayerModel.m2(split, images)`` (with ``spec.subset``:
+        ``LayerModel.m2_subset(split, S, images)``, S the rule's components, on the scale
+        ``LayerModel.m2_subset_p99(split, S)``).
 
     Raises
     ------
     ValueError
-        Unknown or unfitted layer, image or component index out of range.
+        Unknown or unfitted layer, image or component index out of range, a subset rule
+        that does not fit the layer (:class:`~mvgviz.conventions.ParamError` naming ``subset``).
     """
     lm = _layer(model, spec.layer)
     split = spec.split
@@ -266,10 +284,18 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
         vmax = np.asarray(stats.per_component_p99, dtype=np.float64)[comps]
     else:
         vmax = np.full(len(comps), float(stats.cross_component_p99))
+    sub = None
     if spec.show_m2:
-        m2 = lm.m2(split, imgs, upsampled=True)                          # (n, S, S)
+        if spec.subset is None:
+            m2 = lm.m2(split, imgs, upsampled=True)                      # (n, S, S)
+            m2_max = float(stats.m2_p99)
+        else:
+            from ..variants import subset_of
+            sub = subset_of(lm, spec.subset)                              # ParamError naming `subset`
+            m2 = lm.m2_subset(split, sub.components, imgs, upsampled=True)  # (n, S, S): M2_S as scored
+            m2_max = lm.m2_subset_p99(split, sub.components)
         maps = np.concatenate([maps, m2[:, None]], axis=1)               # (n, k+1, S, S)
-        vmax = np.append(vmax, float(stats.m2_p99))
+        vmax = np.append(vmax, m2_max)
     maps = np.ascontiguousarray(maps, dtype=np.float32)
     dead = ~(vmax > _MIN_VMAX)
     vmax = np.where(dead, _MIN_VMAX, vmax)
@@ -280,10 +306,11 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
     defects = tuple(str(types[i]) if split == "test" else GOOD for i in imgs)
 
     auroc = lm.component_auroc if lm.has_ranking else None
+    m2_name = m2_label(sub.rule if sub is not None else None)
     col = [f"c {c} (AUROC {metric_text(None if auroc is None else auroc[c])})" for c in comps] + (
-        ["M2"] if spec.show_m2 else [])
+        [m2_name] if spec.show_m2 else [])
     rows = tuple(f"img {i} | {d}" if split == "test" else f"img {i} | train" for i, d in zip(imgs, defects))
-    names = [f"c {c}" for c in comps] + (["M2"] if spec.show_m2 else [])
+    names = [f"c {c}" for c in comps] + ((["M2"] if sub is None else ["M2_S"]) if spec.show_m2 else [])
     m = len(names)
     panels = tuple(tuple(f"{r * m + j + 1} | img {i} | {names[j]}" for j in range(m))
                    for r, i in enumerate(imgs))
@@ -300,13 +327,19 @@ def grid_data(model: "Model", spec: GridSpec) -> GridData:
              f"{split} split\n"
              f"layer pixel AUROC {metric_text(met['pixel_auroc'])} | AUPR {metric_text(met['pixel_aupr'])} | "
              f"AUPRO {metric_text(met['aupro'])} | image AUROC {metric_text(met['image_auroc'])} | scale: {spec.scale}")
+    if sub is not None:
+        title += f"\nlast column: {m2_name}, a subset model: {sub.description}"
+    m2_note = (f"M2 spans 0..p99 of M2 over the {split} split" if sub is None else
+               f"{m2_name} (M2_S, the sum of y2_c over the {len(sub.components)} components the rule keeps) "
+               f"spans 0..p99 of M2_S over the {split} split")
     if spec.scale == "per-component":
         note = (f"per-component scale: column c spans 0..p99 of y2_c over the {split} split; "
-                f"M2 spans 0..p99 of M2 over the {split} split; values above the max are clipped")
+                f"{m2_note}; values above the max are clipped")
     else:
         note = (f"cross-component scale: every component column spans 0..{float(stats.cross_component_p99):.3g} "
                 f"(p99 of all y2 of the layer over the {split} split), so a row's component maps add up to "
-                f"its M2 map; M2 spans 0..p99 of M2; values above the max are clipped")
+                + ("its M2 map" if sub is None else "its M2_S map when they are the rule's components")
+                + f"; {m2_note}; values above the max are clipped")
     if dead.any():
         note += "; columns with p99 = 0 (dead components) use max 1e-12"
     return GridData(spec=spec, images=images, masks=masks, maps=maps, vmax=vmax,

@@ -124,7 +124,10 @@ def _first_fit(variants, width: int, scale: float, *, drop: bool = False) -> str
 
 
 def _header_variants(label: str) -> list[str]:
-    """"c 40 (AUROC 0.912)" -> itself, "c 40 (0.912)", "c 40", "40"."""
+    """"c 40 (AUROC 0.912)" -> itself, "c 40 (0.912)", "c 40", "40"; a subset model's
+    "M2 [drop_position:11]" -> itself, "M2_S"."""
+    if label.startswith("M2 ["):
+        return [label, "M2_S", "M2_S"]
     out = [label]
     if " (AUROC " in label:
         out.append(label.replace("(AUROC ", "("))

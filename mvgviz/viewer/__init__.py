@@ -32,7 +32,8 @@ from mvgviz.viewer.tables import (ALL_DEFECTS, ALL_IMAGES, CONTROLS, EXPORT_FORM
                                   listed_jobs, merge_components, overview_notes, overview_table, progress_text,
                                   CHI2_LABEL, ORACLE_LABEL, diagnostics_table, pattern_file_bytes,
                                   pattern_manifest_bytes, pattern_name, variants_table, chart_file_bytes,
-                                  chart_manifest_bytes)
+                                  chart_manifest_bytes, ALL_COMPONENTS, TYPED_RULE, SUBSET_CHOICES, RULE_HELP,
+                                  subset_choice_label, subset_rule, subset_metrics_table)
 from mvgviz.viewer.methods import (MethodsProgress, MethodsRun, active_run, default_images, failed_run, latest_run,
                                    method_names, methods_file_bytes, methods_job, methods_key, methods_manifest_bytes,
                                    methods_name, methods_notes, methods_table, methods_view, run_methods)
@@ -50,7 +51,8 @@ __all__ = [
     "layer_label", "listed_jobs", "merge_components", "model_job", "needs_demo_data", "no_category_message",
     "overview_notes", "overview_table", "parse_app_args", "probe_key", "probe_model", "progress_text",
     "resolve_inside", "CHI2_LABEL", "ORACLE_LABEL", "diagnostics_table", "pattern_file_bytes",
-    "pattern_manifest_bytes", "pattern_name", "variants_table",
+    "pattern_manifest_bytes", "pattern_name", "variants_table", "ALL_COMPONENTS", "TYPED_RULE", "SUBSET_CHOICES",
+    "RULE_HELP", "subset_choice_label", "subset_rule", "subset_metrics_table",
     "MethodsProgress", "MethodsRun", "active_run", "default_images", "failed_run", "latest_run", "method_names",
     "methods_file_bytes", "methods_job", "methods_key", "methods_manifest_bytes", "methods_name", "methods_notes",
     "methods_table", "methods_view", "run_methods",

@@ -30,7 +30,7 @@ CONTROLS = {"images": "Images", "n_images": "Images", "defect": "Images of type"
             "layer": "Layer", "alpha": "Heatmap alpha", "show_m2": "M2 column", "show_image": "Show image",
             "outline": "GT outline", "image": "Image", "row": "Row", "col": "Col", "top": "Components listed",
             "root": "Data root", "category": "Category", "backbone": "Backbone", "weights": "Weights",
-            "layers": "Layer", "n": "Components per row", "subset": "Variant rule"}
+            "layers": "Layer", "n": "Components per row", "subset": "Model: M2 over"}
 
 
 def error_message(e: BaseException) -> str:
@@ -110,9 +110,10 @@ def first_defect_image(defect_types: Sequence[str]) -> int:
 
 def grid_spec_from_controls(model, layer, split: str, *, image_filter: str, images: str, seed: int,
                             components: str, scale: str, show_m2: bool, show_image: bool, outline: bool,
-                            alpha: float, limit: int = GRID_LIMIT):
+                            alpha: float, subset: str | None = None, limit: int = GRID_LIMIT):
     """The Grid page's controls -> ``(GridSpec, notes)``; at most ``limit`` images and
-    components are kept (``notes`` says so). Raises ParamError naming the parameter
+    components are kept (``notes`` says so). ``subset``: the model control's rule (None: all
+    components), the model of the M2 column. Raises ParamError naming the parameter
     (:func:`error_message` names the control)."""
     from ..render import GridSpec
     from ..selection import parse_components, parse_images
@@ -142,7 +143,7 @@ def grid_spec_from_controls(model, layer, split: str, *, image_filter: str, imag
         notes.append(f"{len(comps)} components selected: showing the first {limit}.")
         comps = comps[:limit]
     spec = GridSpec(layer=layer.name, split=split, images=imgs, components=comps, scale=scale,
-                    show_m2=show_m2, show_image=show_image, outline=outline, alpha=float(alpha))
+                    show_m2=show_m2, show_image=show_image, outline=outline, alpha=float(alpha), subset=subset)
     return spec, notes
 
 
@@ -315,6 +316,51 @@ def variants_table(rows: Sequence[dict]) -> dict[str, list]:
             ORACLE_LABEL: [bool(r["oracle"]) for r in rows]}
 
 
+# ---------------------------------------------------------------------------------------
+# The model control: M2 over all components or over a subset (mvgviz.variants)
+# ---------------------------------------------------------------------------------------
+
+ALL_COMPONENTS = "all components"
+TYPED_RULE = "a typed rule ..."
+ORACLE_CHOICE = "oracle_best:5"
+SUBSET_CHOICES = (ALL_COMPONENTS, "drop_border:5", "drop_position:5", "npca:5", ORACLE_CHOICE, TYPED_RULE)
+RULE_HELP = "drop_border:N | drop_position:N | npca:P | oracle_best:K"
+
+
+def subset_choice_label(choice: str) -> str:
+    """How the model control shows a choice: the oracle says that it reads test labels."""
+    from ..variants import is_oracle
+    if choice in (ALL_COMPONENTS, TYPED_RULE):
+        return choice
+    return f"{choice} (oracle: reads test labels)" if is_oracle(choice) else f"{choice} (train-only)"
+
+
+def subset_rule(choice: str, typed: str = "") -> str | None:
+    """The model control's rule: None for all components (the full model), the typed text for
+    :data:`TYPED_RULE` (None while it is empty), else the chosen rule. Its form is checked
+    (:func:`mvgviz.variants.canonical_rule`: ParamError naming ``subset``, which the page shows as
+    the control); whether it fits the layer is :func:`mvgviz.variants.subset_of`'s."""
+    from ..variants import canonical_rule
+    if choice == ALL_COMPONENTS or choice is None:
+        return None
+    text = typed if choice == TYPED_RULE else choice
+    if choice == TYPED_RULE and not str(text or "").strip():
+        return None
+    return canonical_rule(text)
+
+
+def subset_metrics_table(layer, subset, metrics: dict) -> dict[str, list]:
+    """The Overview's two rows for one layer: the full model (its cached metrics) and the subset
+    model (``metrics``: :func:`mvgviz.variants.evaluate_subset`'s), with the number of components
+    and whether the rule is an oracle."""
+    full = layer.metrics
+    keys = ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro")
+    return {"model": ["M2 (all components)", subset.label],
+            "components": [int(layer.channels), len(subset.components)],
+            **{col: [full[k], metrics.get(k)] for col, k in zip(("image AUROC", "pixel AUROC", "AUPR", "AUPRO"), keys)},
+            "rule reads": ["-", "test labels (oracle)" if subset.oracle else "train split only"]}
+
+
 def pattern_name(model, layer) -> str:
     """A file stem for the pattern grid's downloads: ``brick_efficientnet_lite0_blocks10_patterns``."""
     name = "".join(ch for ch in layer.name if ch.isalnum())
@@ -350,11 +396,12 @@ def pattern_manifest_bytes(model, layer, n: int = 8) -> bytes:
 
 
 def decomposition_table(decomp, layer) -> dict[str, list]:
-    """The top components of a pixel decomposition with their share and AUROC."""
+    """The top components of a pixel decomposition with their share of the model's M2 (``"share
+    of M2"``, or ``"share of M2 [rule]"`` for a subset model) and AUROC."""
     top = list(decomp.top)
     shares = decomp.shares
     return {"component": top, "y2 at pixel": [float(decomp.y2[c]) for c in top],
-            "share of M2": [f"{shares[c]:.1%}" for c in top],
+            f"share of {decomp.label}": [f"{shares[c]:.1%}" for c in top],
             "AUROC": [float(layer.component_auroc[c]) if layer.has_ranking else None for c in top],
             "eigenvalue": [float(layer.eigvals[c]) for c in top]}
 
