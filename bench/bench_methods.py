@@ -49,8 +49,22 @@ def _env(threads: int) -> dict:
     return env
 
 
+# runs the CLI and reports the process's lifetime peak RSS (MiB) on stderr's last line, as
+# anomalib's script reports its own (resource.getrusage ru_maxrss): the same measure for both tools
+_CLI_WITH_PEAK = (
+    "import resource, runpy, sys\n"
+    "sys.argv = ['mvgviz'] + sys.argv[1:]\n"
+    "code = 0\n"
+    "try:\n"
+    "    runpy.run_module('mvgviz.cli', run_name='__main__')\n"
+    "except SystemExit as e:\n"
+    "    code = e.code\n"
+    "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\n"
+    "sys.exit(code)\n")
+
+
 def _compare(args, cache: Path, methods: str, timings: Path | None = None) -> tuple[dict, float]:
-    cmd = [sys.executable, "-m", "mvgviz.cli", "compare", "--data", args.data, "--category", args.category,
+    cmd = [sys.executable, "-c", _CLI_WITH_PEAK, "compare", "--data", args.data, "--category", args.category,
            "--backbone", args.backbone, "--methods", methods, "--cache", str(cache), "--device", "cpu",
            "--json", "--quiet"]
     if args.weights:
@@ -62,7 +76,10 @@ def _compare(args, cache: Path, methods: str, timings: Path | None = None) -> tu
     wall = time.perf_counter() - t0
     if out.returncode not in (0, 2):
         raise SystemExit(f"mvgviz compare failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout), wall
+    res = json.loads(out.stdout)
+    peak = [l for l in out.stderr.splitlines() if l.startswith("PEAK_RSS_MB")]
+    res["process_peak_rss_mb"] = round(float(peak[-1].split()[1]), 1) if peak else None
+    return res, wall
 
 
 def methods_part(args, work: Path) -> dict:
@@ -109,7 +126,8 @@ def peer_part(args, work: Path) -> dict:
         mv_e2e = t.get("backbone", 0.0) + m["fit_seconds"] + m["predict_seconds"]
         runs.append({
             "anomalib": a, "mvgviz": {**m, "backbone_seconds": round(t.get("backbone", 0.0), 3),
-                                      "process_seconds": round(wall, 2), "timings": t},
+                                      "process_seconds": round(wall, 2), "timings": t,
+                                      "process_peak_rss_mb": res["process_peak_rss_mb"]},
             "end_to_end": {"anomalib": round(a["fit_seconds"] + a["predict_seconds"], 3), "mvgviz": round(mv_e2e, 3)},
             "method_only": {"anomalib": round(a["method_fit_seconds"] + a["method_predict_seconds"], 3),
                             "mvgviz": round(m["fit_seconds"] + m["predict_seconds"], 3)}})
@@ -127,8 +145,12 @@ def peer_part(args, work: Path) -> dict:
     summary["accuracy"] = {"anomalib": {k: runs[0]["anomalib"][k] for k in ("image_auroc", "pixel_auroc")},
                            "mvgviz": {k: runs[0]["mvgviz"][k] for k in ("image_auroc", "pixel_auroc", "pixel_aupr",
                                                                         "aupro")}}
-    summary["peak_memory_mb"] = {"anomalib": runs[0]["anomalib"]["peak_memory_mb"],
-                                 "mvgviz": runs[0]["mvgviz"]["peak_memory_mb"]}
+    # the same measure for both: each process's lifetime peak RSS (imports, backbone and all), medians;
+    # and anomalib's after its imports alone (torch + Lightning), for context
+    summary["process_peak_rss_mb"] = {
+        "anomalib": statistics.median(r["anomalib"]["peak_memory_mb"] for r in runs),
+        "mvgviz": statistics.median(r["mvgviz"]["process_peak_rss_mb"] for r in runs),
+        "anomalib_after_imports": statistics.median(r["anomalib"]["import_peak_memory_mb"] for r in runs)}
     return {"summary": summary, "runs": runs}
 
 
