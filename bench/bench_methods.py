@@ -52,15 +52,12 @@ def _env(threads: int) -> dict:
 # runs the CLI and reports the process's lifetime peak RSS (MiB) on stderr's last line, as
 # anomalib's script reports its own (resource.getrusage ru_maxrss): the same measure for both tools
 _CLI_WITH_PEAK = (
-    "import resource, runpy, sys\n"
-    "sys.argv = ['mvgviz'] + sys.argv[1:]\n"
-    "code = 0\n"
-    "try:\n"
-    "    runpy.run_module('mvgviz.cli', run_name='__main__')\n"
-    "except SystemExit as e:\n"
-    "    code = e.code\n"
-    "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\n"
-    "sys.exit(code)\n")
+    "import os, resource, sys\n"
+    "from mvgviz.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "sys.stdout.flush()\n"
+    "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr, flush=True)\n"
+    "os._exit(code)\n")  # as mvgviz.cli.run: no interpreter teardown
 
 
 def _compare(args, cache: Path, methods: str, timings: Path | None = None) -> tuple[dict, float]:
