@@ -77,18 +77,7 @@ class GridSpec:
         check_scale(self.scale)
         for name in ("images", "components"):
             object.__setattr__(self, name, _int_tuple(getattr(self, name), name))
-        for name in ("show_m2", "show_image", "outline"):
-            v = getattr(self, name)
-            if not isinstance(v, (bool, np.bool_)):
-                raise ParamError(name, f"must be true or false, got {v!r}")
-            object.__setattr__(self, name, bool(v))
-        try:
-            alpha = float(self.alpha)
-        except (TypeError, ValueError):
-            alpha = float("nan")
-        if not 0.0 <= alpha <= 1.0:
-            raise ParamError("alpha", f"must be a number in [0, 1], got {self.alpha!r}")
-        object.__setattr__(self, "alpha", alpha)
+        check_display_options(self, ("show_m2", "show_image", "outline"))
         if self.subset is not None:
             from ..variants import canonical_rule
             object.__setattr__(self, "subset", canonical_rule(self.subset))  # ParamError naming `subset`
@@ -116,6 +105,23 @@ class GridSpec:
     def replace(self, **changes) -> "GridSpec":
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
+
+
+def check_display_options(spec, flags: tuple[str, ...]) -> None:
+    """Validate a frozen spec's true/false ``flags`` and its ``alpha`` in [0, 1], storing them as
+    ``bool`` and ``float`` (ParamError naming the field)."""
+    for name in flags:
+        v = getattr(spec, name)
+        if not isinstance(v, (bool, np.bool_)):
+            raise ParamError(name, f"must be true or false, got {v!r}")
+        object.__setattr__(spec, name, bool(v))
+    try:
+        alpha = float(spec.alpha)
+    except (TypeError, ValueError):
+        alpha = float("nan")
+    if not 0.0 <= alpha <= 1.0:
+        raise ParamError("alpha", f"must be a number in [0, 1], got {spec.alpha!r}")
+    object.__setattr__(spec, "alpha", alpha)
 
 
 def _int_tuple(values, name: str) -> tuple[int, ...]:

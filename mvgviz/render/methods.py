@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..conventions import GOOD, ParamError, check_split
-from .grid import GridData, _int_tuple, metric_text, weights_label
+from .grid import GridData, _int_tuple, check_display_options, metric_text, weights_label
 
 if TYPE_CHECKING:
     from ..results import MethodResult
@@ -71,18 +71,7 @@ class MethodsSpec:
         check_split(self.split)
         check_split(self.scale_split, param="scale_split")
         object.__setattr__(self, "images", _int_tuple(self.images, "images"))
-        for name in ("show_image", "outline"):
-            v = getattr(self, name)
-            if not isinstance(v, (bool, np.bool_)):
-                raise ParamError(name, f"must be true or false, got {v!r}")
-            object.__setattr__(self, name, bool(v))
-        try:
-            alpha = float(self.alpha)
-        except (TypeError, ValueError):
-            alpha = float("nan")
-        if not 0.0 <= alpha <= 1.0:
-            raise ParamError("alpha", f"must be a number in [0, 1], got {self.alpha!r}")
-        object.__setattr__(self, "alpha", alpha)
+        check_display_options(self, ("show_image", "outline"))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
