@@ -366,9 +366,11 @@ def test_methods_page_table_heatmaps_and_png(server, browser, demo_root, demo_ca
     img = page.locator("[data-testid=stMain] [data-testid=stImage] img").first
     img.wait_for(timeout=60_000)
     img.scroll_into_view_if_needed()
+    # the picture decoded (a rerun may replace the element: ask the page, not this handle)
+    page.wait_for_function("() => { const i = document.querySelector('[data-testid=stMain] [data-testid=stImage] img');"
+                           " return i && i.complete && i.naturalWidth > 500; }", timeout=30_000)
     page.wait_for_timeout(500)
     _shot(page, "page_methods_heatmaps")
-    assert img.evaluate("i => i.naturalWidth") > 500
     with page.expect_download(timeout=60_000) as dl:
         page.get_by_role("button", name="Download PNG").click()
     path = tmp_path / dl.value.suggested_filename
