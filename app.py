@@ -286,7 +286,7 @@ def subset_metrics(job_key: tuple, layer_name: str, rule: str) -> dict:
     return {k: m.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_aupr", "aupro", "note")}
 
 
-def page_overview(model, layer, job_key: tuple, subset: Subset | None) -> None:
+def page_overview(model, layer, job_key: tuple, subset: Subset | None, key: V.ModelKey | None = None) -> None:
     st.header(f"Overview: {model.category} / {model.backbone}")
     st.caption(V.data_caption(model))
     st.dataframe(V.overview_table(model), hide_index=True, width="stretch",
@@ -301,6 +301,49 @@ def page_overview(model, layer, job_key: tuple, subset: Subset | None) -> None:
         st.markdown(f"- {note}")
     if subset is not None:
         overview_subset(layer, job_key, subset)
+    if key is not None:
+        overview_resolution(model, key)
+
+
+RESOLUTIONS = ("512/448", "448/384", "320/288")  # resize/crop offered beside the model's own
+
+
+def overview_resolution(model, key: V.ModelKey) -> None:
+    """The same layers at a larger input, their metrics beside the model's (every map finer)."""
+    st.subheader("Resolution: the same layers at a larger input")
+    here = f"{model.preprocessing.resize}/{model.preprocessing.crop}"
+    c1, c2 = st.columns([1, 3])
+    choice = c1.selectbox("Input (resize/crop)", [r for r in RESOLUTIONS if r != here], key="resolution_choice",
+                          help="Resize the images to RESIZE x RESIZE, then centre-crop CROP x CROP: with 512/448 every "
+                               "layer's feature map is twice as fine as at 256/224 (the paper's resolution mismatch "
+                               "of deep layers). The fit reads the images again and is cached like any fit (4x the "
+                               "work of the default at 448).")
+    resize, crop = (int(v) for v in choice.split("/"))
+    jobs = registry()
+    job = jobs.get(V.resolution_key(key, resize, crop))
+    other = job.result if job is not None and job.state == V.DONE else None
+    if other is None:
+        try:
+            other = V.cached_at_resolution(jobs, key, resize, crop)
+        except (OSError, ValueError) as e:  # a DataError is a ValueError
+            st.error(f"Cannot read the model at {choice}: {md_error(e)}")
+            return
+    if other is None:
+        if job is not None and job.status().active:
+            job_progress(job.key, f"Fitting at {choice}")
+            return
+        if job is not None and job.state == V.FAILED:
+            st.error(f"The fit at {choice} failed: {md(job.error or '')}")
+        c2.write("")
+        if c2.button(f"Fit at {choice} and compare", key="resolution_fit"):
+            V.resolution_job(jobs, key, resize, crop, allowed=config().allowed)
+            st.rerun()
+        return
+    table = V.resolution_table(model, other)
+    st.dataframe(table, hide_index=True, width="stretch", key="resolution_table",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table if "AU" in c})
+    st.caption(f"The same images, backbone and weights at {here} and {choice}; the metrics at {choice} are computed "
+               f"on the masks at that size. Cells: the feature map's size and the input pixels one cell covers.")
 
 
 def overview_subset(layer, job_key: tuple, subset: Subset) -> None:
@@ -1039,7 +1082,7 @@ def main() -> None:
         st.session_state["grid_components"] = "0-3"  # no ranking without masks: the first components
     try:
         if page == "Overview":
-            page_overview(model, layer, key.job_key(), subset)
+            page_overview(model, layer, key.job_key(), subset, key)
         elif page == "Components":
             page_components(model, layer)
         elif page == "Grid":

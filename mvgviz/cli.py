@@ -233,9 +233,11 @@ def _dispatch(args) -> int:
             for lay, lm in zip(rep["layers"], model.layers.values()):
                 lay["curves"] = lm.curves
         if args.beside:
+            from .results import metrics_at_resolution
             other = _fit_from_args(args, _beside(args.beside))
             for lay, lm in zip(rep["layers"], model.layers.values()):
-                lay["resolutions"] = [_at_resolution(model, lm), _at_resolution(other, other.layers[lm.name])]
+                lay["resolutions"] = [metrics_at_resolution(model, lm),
+                                      metrics_at_resolution(other, other.layers[lm.name])]
         if args.agreement:
             from .agreement import layer_agreement
             for lay, lm in zip(rep["layers"], model.layers.values()):
@@ -292,13 +294,6 @@ def _beside(text: str):
     except (ValueError, ParamError) as e:
         raise ParamError("beside", f"must be RESIZE/CROP in pixels with CROP <= RESIZE, e.g. 512/448, got "
                                    f"{text!r}" + (f" ({e})" if isinstance(e, ParamError) else "")) from None
-
-
-def _at_resolution(model, lm) -> dict:
-    """A layer's resolution and metrics (``report --beside``)."""
-    return {"resize": model.preprocessing.resize, "crop": model.preprocessing.crop,
-            "feature_size": list(lm.feature_size), "cell_pixels": lm.cell_pixels, **lm.metrics,
-            "metrics_note": lm.metrics_note}
 
 
 def _compare_command(args) -> int:

@@ -521,6 +521,14 @@ def _sum_squares(y: np.ndarray) -> np.ndarray:
     return np.square(np.asarray(y, dtype=np.float32)).sum(1, dtype=np.float64).astype(np.float32)
 
 
+def metrics_at_resolution(model: "Model", layer: "LayerModel") -> dict:
+    """A layer's input resolution and metrics (``report --beside``, the Overview's comparison):
+    resize, crop, feature size, input pixels per cell, the four metrics and their note."""
+    return {"resize": model.preprocessing.resize, "crop": model.preprocessing.crop,
+            "feature_size": list(layer.feature_size), "cell_pixels": layer.cell_pixels, **layer.metrics,
+            "metrics_note": layer.metrics_note}
+
+
 def _finite(v: float) -> float | None:
     """A float for strict JSON: NaN and infinities become None."""
     return float(v) if np.isfinite(v) else None

@@ -906,3 +906,23 @@ def test_methods_page_explains_the_gaussians(methods_app, demo_root, demo_cache)
     types = g.data.defect_types("test")
     assert top["x"] == [f"img {i} | {types[i]}" for i in t.images]
     assert not at.error
+
+
+def test_overview_compares_another_input_resolution(app, demo_model, demo_root, demo_cache):
+    """Issue 11: the same layers at a larger input, fitted in the background, metrics beside the model's."""
+    from mvgviz.data import Preprocessing
+    from mvgviz.pipeline import load
+    at = app
+    at.selectbox(key="resolution_choice").set_value("320/288").run()
+    _ok(at)
+    at.button(key="resolution_fit").click().run()
+    _ok(at)
+    at = _run_until(at, lambda a: any("pixel AUROC @ 288" in d.value.columns for d in a.dataframe), timeout=240)
+    df = _table(at, "pixel AUROC @ 288")
+    other = load(demo_root, "brick", cache=demo_cache, preprocessing=Preprocessing(320, 288))
+    assert other is not None and list(df["layer"]) == list(demo_model.layers)
+    for i, (name, lm) in enumerate(demo_model.layers.items()):
+        assert df["pixel AUROC @ 224"][i] == pytest.approx(lm.metrics["pixel_auroc"], abs=1e-12)
+        assert df["pixel AUROC @ 288"][i] == pytest.approx(other.layer(name).metrics["pixel_auroc"], abs=1e-12)
+        h, w = other.layer(name).feature_size
+        assert df["cells @ 288"][i].startswith(f"{h}x{w}") and h > lm.feature_size[0]

@@ -23,7 +23,8 @@ from mvgviz.viewer.config import (AppConfig, Categories, PathNotAllowed, cache_n
                                   resolve_inside)
 from mvgviz.viewer.jobs import (DONE, FAILED, QUEUED, RUNNING, STATES, FitProgress, Job, JobProgress, Jobs, JobStatus,
                                 ModelKey, NotCached, Probe, default_model_key, demo_job, demo_running, estimate_left,
-                                model_job, probe_key, probe_model, shared_jobs, warm_up)
+                                model_job, probe_key, probe_model, shared_jobs, warm_up, resolution_job,
+                                resolution_key, cached_at_resolution)
 from mvgviz.viewer.tables import (ALL_DEFECTS, ALL_IMAGES, CONTROLS, EXPORT_FORMATS, GRID_DISPLAY_WIDTH, GRID_LIMIT, MIME,
                                   best_layer, filter_defect, filter_label, filter_pool, images_with, manifest_name,
                                   component_box_text, component_table, data_caption, decomposition_table,
@@ -33,7 +34,7 @@ from mvgviz.viewer.tables import (ALL_DEFECTS, ALL_IMAGES, CONTROLS, EXPORT_FORM
                                   CHI2_LABEL, ORACLE_LABEL, diagnostics_table, pattern_file_bytes,
                                   pattern_manifest_bytes, pattern_name, variants_table, chart_file_bytes,
                                   chart_manifest_bytes, ALL_COMPONENTS, TYPED_RULE, SUBSET_CHOICES, RULE_HELP,
-                                  subset_choice_label, subset_rule, subset_metrics_table)
+                                  subset_choice_label, subset_rule, subset_metrics_table, resolution_table)
 from mvgviz.viewer.methods import (MethodsProgress, MethodsRun, active_run, default_images, failed_run, latest_run,
                                    method_names, methods_file_bytes, methods_job, methods_key, methods_manifest_bytes,
                                    methods_name, methods_notes, methods_table, methods_view, run_methods)

@@ -479,12 +479,36 @@ def _load_cached(jobs: "Jobs", key: "ModelKey", allowed: Sequence[Path] | None =
     return model
 
 
-def _fit(jobs: Jobs, key: ModelKey, progress: Progress, allowed: Sequence[Path] | None):
+def _fit(jobs: Jobs, key: ModelKey, progress: Progress, allowed: Sequence[Path] | None, preprocessing=None):
     from ..pipeline import fit
     if allowed is not None:
         check_category_files(key.root, key.category, allowed)
     return with_labels_or_without(fit, key.root, key.category, backbone=key.backbone, weights=key.weights,
-                                  cache=jobs.store(key.cache), device="auto", progress=progress)
+                                  cache=jobs.store(key.cache), device="auto", progress=progress,
+                                  preprocessing=preprocessing)
+
+
+def resolution_key(key: ModelKey, resize: int, crop: int) -> tuple:
+    """The job key of :func:`resolution_job`."""
+    return ("resolution", resize, crop) + key.job_key()
+
+
+def resolution_job(jobs: Jobs, key: ModelKey, resize: int, crop: int, *,
+                   allowed: Sequence[Path] | None = None) -> Job:
+    """Fit (or read from the cache) the same model at another input size (``resize``/``crop``:
+    every layer's map finer), in the background; the job's result is that Model."""
+    from ..data import Preprocessing
+    pre = Preprocessing(resize=int(resize), crop=int(crop))
+    return jobs.submit(resolution_key(key, resize, crop), lambda p: _fit(jobs, key, p, allowed, pre),
+                       label=f"fit {key.label} at {resize}/{crop}", progress=FitProgress.for_backbone(key.backbone))
+
+
+def cached_at_resolution(jobs: Jobs, key: ModelKey, resize: int, crop: int):
+    """The model at ``resize``/``crop`` from the cache (no computing, no lock, no torch), else None."""
+    from ..data import Preprocessing
+    from ..pipeline import load
+    return with_labels_or_without(load, key.root, key.category, backbone=key.backbone, weights=key.weights,
+                                  cache=jobs.store(key.cache), preprocessing=Preprocessing(int(resize), int(crop)))
 
 
 def with_labels_or_without(fn, root, category, **kw):

@@ -485,3 +485,18 @@ def chart_manifest_bytes(model, layer, view: str, **params) -> bytes:
     """The JSON manifest of a Diagnostics figure (:func:`mvgviz.render.charts.chart_manifest`)."""
     from ..render.charts import chart_manifest
     return (json.dumps(chart_manifest(model, layer, view, **params), indent=1) + "\n").encode()
+
+
+def resolution_table(model, other) -> dict[str, list]:
+    """The Overview's comparison of two input resolutions, one row per layer fitted at both:
+    feature size and input pixels per cell, then the four metrics, at each."""
+    from ..results import metrics_at_resolution
+    rows = [(metrics_at_resolution(model, lm), metrics_at_resolution(other, other.layers[name]))
+            for name, lm in model.layers.items() if name in other.layers]
+    out: dict[str, list] = {"layer": [name for name in model.layers if name in other.layers]}
+    for i, tag in enumerate((f"{model.preprocessing.crop}", f"{other.preprocessing.crop}")):
+        out[f"cells @ {tag}"] = [f"{'x'.join(map(str, r[i]['feature_size']))} ({r[i]['cell_pixels']} px)" for r in rows]
+        for col, k in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPR", "pixel_aupr"),
+                       ("AUPRO", "aupro")):
+            out[f"{col} @ {tag}"] = [r[i][k] for r in rows]
+    return out
