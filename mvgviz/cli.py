@@ -317,6 +317,10 @@ def _compare_command(args) -> int:
         results = out["categories"]
     if args.timings:
         Path(args.timings).write_text(json.dumps(progress.timings, indent=1))
+    from .data import MissingLabels
+    for r in results:  # the batch form's rows: the library's hint in the command line's words
+        if "error" in r and r["error"].endswith(MissingLabels.HINT):
+            r["error"] = r["error"][:-len(MissingLabels.HINT)] + " (add --unlabelled to fit and explore it without metrics)"
     errors = [r["error"] for r in results if "error" in r] + \
              [m["error"] for r in results for m in r.get("methods", []) if "error" in m]
     for e in errors:
