@@ -417,12 +417,12 @@ def grid_spec(model, layer, split: str, subset: Subset | None, *, fast: bool = F
     if fast:
         comps_text = st.session_state.get("grid_components", "best:4")
         c4.caption("Components: the box above the grid (drawn in the browser).")
-    c4.toggle("Draw in the browser", key="grid_fast", persist_state="session",
-              help="A change of components repaints at once, without a server round trip. Off: the server "
-                   "draws the picture, and the Components box is a page control.")
     else:
         comps_text = c4.text_input("Components (best:N | worst:N | 12,40 | 3-7)", key="grid_components",
                                    persist_state="session")
+    c4.toggle("Draw in the browser", key="grid_fast", persist_state="session",
+              help="A change of components repaints at once, without a server round trip. Off: the server "
+                   "draws the picture, and the Components box is a page control.")
     c5, c6, c7, c8, c9 = st.columns([3, 1.3, 1.3, 1.3, 2])
     scale = c5.radio("Colour scale (max = 99th percentile)", SCALES, horizontal=True, key="grid_scale",
                      persist_state="session")
