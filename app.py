@@ -400,6 +400,21 @@ def fastgrid_payload(job_key: tuple, base_json: str) -> dict:
     return grid_payload(model, GridSpec.from_dict(json.loads(base_json)), limit=V.GRID_LIMIT)
 
 
+def take_fastgrid_value(value, layer, spec: GridSpec) -> GridSpec:
+    """A new text typed in the fastgrid component (``{"text", "seq"}``, each ``seq`` taken once) into
+    the session state's ``grid_components``; returns ``spec`` with those components."""
+    if not isinstance(value, dict) or value.get("seq") == st.session_state.get("fastgrid_seq"):
+        return spec
+    st.session_state["fastgrid_seq"] = value.get("seq")
+    typed = str(value.get("text", ""))
+    try:
+        comps = parse_components(typed, layer)[:V.GRID_LIMIT]
+    except ValueError:
+        return spec  # the component shows the error and never sends such a text
+    st.session_state["grid_components"] = typed
+    return spec.replace(components=comps)
+
+
 def grid_spec(model, layer, split: str, subset: Subset | None, *, fast: bool = False) -> GridSpec | None:
     """The grid's controls; returns the spec, or None after showing an error. With ``fast`` the
     Components box is the fastgrid component's (drawn by the caller): the spec then holds the
@@ -470,19 +485,12 @@ def page_grid(model, layer, split: str, job_key: tuple, subset: Subset | None = 
         except (ValueError, KeyError, OSError) as e:
             st.error(f"Cannot draw this grid: {md_error(e)}")
             return
-        text = st.session_state.get("grid_components", "best:4")
-        value = comp(payload=payload, text=text, key="fastgrid", default=None)
-        if isinstance(value, dict) and value.get("seq") != st.session_state.get("fastgrid_seq"):
-            st.session_state["fastgrid_seq"] = value.get("seq")  # each typed value is taken once
-            typed = str(value.get("text", ""))
-            if typed != text:
-                try:
-                    comps = parse_components(typed, layer)[:V.GRID_LIMIT]
-                except ValueError:
-                    comps = None  # the component shows the error and never sends such a text
-                if comps:
-                    st.session_state["grid_components"] = typed
-                    spec = spec.replace(components=comps)
+        # the component's value (the text typed in it), read before it is drawn so that the text
+        # it is given is the latest one (else a rerun would lay out the previous text again)
+        spec = take_fastgrid_value(st.session_state.get("fastgrid"), layer, spec)
+        value = comp(payload=payload, text=st.session_state.get("grid_components", "best:4"), key="fastgrid",
+                     default=None)
+        spec = take_fastgrid_value(value, layer, spec)
         view = {"columns": [payload["labels"][c] for c in spec.components] + ([payload["m2"]["label"]] if spec.show_m2 else []),
                 "vmax": [payload["vmax"][c] for c in spec.components] + ([payload["m2"]["vmax"]] if spec.show_m2 else [])}
         st.caption("Drawn in the browser (a change of components repaints at once); the Download PNG is the "

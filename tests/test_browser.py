@@ -509,6 +509,13 @@ def test_fastgrid_components_repaint_client_side(fast_server, browser, tmp_path)
     dl.value.save_as(path)
     import json
     assert json.loads(path.read_text())["spec"]["components"] == [7, 2, 3]
+    # two changes in a row: the reruns they start never lay out an older text again
+    for text in ("1", "4"):
+        box.fill(text)
+        box.press("Enter")
+        _wait_settled(page)
+    page.wait_for_timeout(500)
+    assert grid.get_attribute("data-components") == "4" and box.input_value() == "4"
     assert not page.locator("[data-testid=stException]").count()
     _shot(page, "fastgrid_7_2_3")
 
