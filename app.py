@@ -487,9 +487,13 @@ def page_grid(model, layer, split: str, job_key: tuple, subset: Subset | None = 
             return
         # the component's value (the text typed in it), read before it is drawn so that the text
         # it is given is the latest one (else a rerun would lay out the previous text again)
-        spec = take_fastgrid_value(st.session_state.get("fastgrid"), layer, spec)
-        value = comp(payload=payload, text=st.session_state.get("grid_components", "best:4"), key="fastgrid",
-                     default=None)
+        held = st.session_state.get("fastgrid")
+        spec = take_fastgrid_value(held, layer, spec)
+        # the tiles (MBs) only when the component does not hold them yet: it says which it holds
+        # (``have``); a rerun then sends a few bytes, not the tiles again
+        has = isinstance(held, dict) and held.get("have") == payload["key"]
+        value = comp(payload=None if has else payload, pkey=payload["key"],
+                     text=st.session_state.get("grid_components", "best:4"), key="fastgrid", default=None)
         spec = take_fastgrid_value(value, layer, spec)
         view = {"columns": [payload["labels"][c] for c in spec.components] + ([payload["m2"]["label"]] if spec.show_m2 else []),
                 "vmax": [payload["vmax"][c] for c in spec.components] + ([payload["m2"]["vmax"]] if spec.show_m2 else [])}
