@@ -562,3 +562,35 @@ def test_fastgrid_grammar_matches_selection_py(browser):
                 assert js_err is not None, (layer.name, text)
                 py_msg = py_err.removeprefix("`components`").lstrip(": ").replace("\"", "'")
                 assert js_err == py_msg, (layer.name, text, js_err, py_err)
+
+
+def test_fastgrid_other_controls_and_page_return(fast_server, browser):
+    """A control outside the component (the colour scale) sends new tiles: cross-component shows one
+    colour bar under all component columns (and the M2 one); leaving the page and coming back draws
+    the grid again with the typed components (the component asks for tiles it does not hold)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{fast_server}/?page=Grid", timeout=60_000)
+    page.get_by_role("heading", name="Grid:").wait_for(timeout=60_000)
+    frame = _fast_grid(page)
+    _wait_settled(page)
+    box = frame.locator("#box")
+    box.fill("0-2")
+    box.press("Enter")
+    _wait_settled(page)
+    assert frame.locator("#grid .cbar").count() == 3 + 1
+    page.get_by_text("cross-component", exact=True).click()
+    frame.locator("#grid .cbar").nth(1).wait_for(timeout=30_000)
+    page.wait_for_function(
+        "() => { const f = document.querySelector('iframe[title*=fastgrid]');"
+        " return f && f.contentDocument.querySelectorAll('#grid .cbar').length === 2; }", timeout=30_000)
+    assert "all y2" in frame.locator("#grid .cbar").first.get_attribute("title")
+    _wait_settled(page)
+    page.locator("[data-testid=stSidebar]").get_by_text("Overview", exact=True).click()
+    page.get_by_text("Overview:", exact=False).first.wait_for(timeout=60_000)
+    _wait_settled(page)
+    page.locator("[data-testid=stSidebar]").get_by_text("Grid", exact=True).click()
+    page.get_by_role("heading", name="Grid:").wait_for(timeout=30_000)
+    frame = _fast_grid(page)
+    assert frame.locator("#grid").get_attribute("data-components") == "0,1,2"
+    assert frame.locator("#box").input_value() == "0-2"
+    assert not page.locator("[data-testid=stException]").count()
