@@ -12,7 +12,8 @@ the same process (so the browser shows the same jobs); other options (``--server
 that work when the first browser connects.
 
 Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
-AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
+AUROC, the grid's component selection), Grid (the paper's figures, export; drawn in the browser by
+the fastgrid component of :mod:`mvgviz.viewer.fastgrid` unless MVGVIZ_FAST_GRID=0), Inspect
 (one pixel's M2 split into components), Diagnostics (train-only artifact scores per component,
 input-independent patterns, spectrum, agreement map, component-subset variants and their curves),
 Methods (several methods run on the same data: comparison table, heatmaps side by side, explanations
