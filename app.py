@@ -12,7 +12,8 @@ the same process (so the browser shows the same jobs); other options (``--server
 that work when the first browser connects.
 
 Pages (sidebar): Overview (layer metrics), Components (eigenvalues, single-component
-AUROC, the grid's component selection), Grid (the paper's figures, export), Inspect
+AUROC, the grid's component selection), Grid (the paper's figures, export; drawn in the browser by
+the fastgrid component of :mod:`mvgviz.viewer.fastgrid` unless MVGVIZ_FAST_GRID=0), Inspect
 (one pixel's M2 split into components), Diagnostics (train-only artifact scores per component,
 input-independent patterns, spectrum, agreement map, component-subset variants and their curves),
 Methods (several methods run on the same data: comparison table, heatmaps side by side, explanations
@@ -26,6 +27,7 @@ figures from :mod:`mvgviz.render` and :mod:`mvgviz.inspect`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -420,8 +422,47 @@ def grid_view(job_key: tuple, spec_json: str, width: int = V.GRID_DISPLAY_WIDTH)
             "vmax": [float(v) for v in data.vmax], "columns": list(data.column_labels), "note": data.scale_note}
 
 
-def grid_spec(model, layer, split: str, subset: Subset | None) -> GridSpec | None:
-    """The grid's controls; returns the spec, or None after showing an error."""
+@st.cache_resource(show_spinner=False)
+def fastgrid_component():
+    """The Grid drawn in the browser (:mod:`mvgviz.viewer.fastgrid`), or None when it cannot be
+    declared (the page then shows the server-drawn picture)."""
+    from mvgviz.viewer.fastgrid import FRONTEND
+    if not (FRONTEND / "index.html").is_file():
+        return None
+    try:
+        import streamlit.components.v1 as components
+        return components.declare_component("mvgviz_fastgrid", path=str(FRONTEND))
+    except Exception:  # noqa: BLE001 - any failure: the st.image path
+        return None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def fastgrid_payload(job_key: tuple, base_json: str) -> dict:
+    """The component's tiles and labels, once per (model, spec without its components)."""
+    from mvgviz.viewer.fastgrid import grid_payload
+    model = registry().get(job_key).result
+    return grid_payload(model, GridSpec.from_dict(json.loads(base_json)), limit=V.GRID_LIMIT)
+
+
+def take_fastgrid_value(value, layer, spec: GridSpec) -> GridSpec:
+    """A new text typed in the fastgrid component (``{"text", "seq"}``, each ``seq`` taken once) into
+    the session state's ``grid_components``; returns ``spec`` with those components."""
+    if not isinstance(value, dict) or value.get("seq") == st.session_state.get("fastgrid_seq"):
+        return spec
+    st.session_state["fastgrid_seq"] = value.get("seq")
+    typed = str(value.get("text", ""))
+    try:
+        comps = parse_components(typed, layer)[:V.GRID_LIMIT]
+    except ValueError:
+        return spec  # the component shows the error and never sends such a text
+    st.session_state["grid_components"] = typed
+    return spec.replace(components=comps)
+
+
+def grid_spec(model, layer, split: str, subset: Subset | None, *, fast: bool = False) -> GridSpec | None:
+    """The grid's controls; returns the spec, or None after showing an error. With ``fast`` the
+    Components box is the fastgrid component's (drawn by the caller): the spec then holds the
+    components of the session state's ``grid_components``."""
     choices = V.image_choices(model.data.defect_types(split))
     c1, c2, c3, c4 = st.columns([2, 2, 1, 3])
     if st.session_state.get(f"grid_filter_{split}") not in (None, *choices):
@@ -432,8 +473,15 @@ def grid_spec(model, layer, split: str, subset: Subset | None) -> GridSpec | Non
     images_text = c2.text_input("Images (0,5,9 | 3-7 | all | random:N)", key="grid_images",
                                 persist_state="session")
     seed = c3.number_input("Seed", min_value=0, step=1, key="grid_seed", persist_state="session")
-    comps_text = c4.text_input("Components (best:N | worst:N | 12,40 | 3-7)", key="grid_components",
-                               persist_state="session")
+    if fast:
+        comps_text = st.session_state.get("grid_components", "best:4")
+        c4.caption("Components: the box above the grid (drawn in the browser).")
+    else:
+        comps_text = c4.text_input("Components (best:N | worst:N | 12,40 | 3-7)", key="grid_components",
+                                   persist_state="session")
+    c4.toggle("Draw in the browser", key="grid_fast", persist_state="session",
+              help="A change of components repaints at once, without a server round trip. Off: the server "
+                   "draws the picture, and the Components box is a page control.")
     c5, c6, c7, c8, c9 = st.columns([3, 1.3, 1.3, 1.3, 2])
     scale = c5.radio("Colour scale (max = 99th percentile)", SCALES, horizontal=True, key="grid_scale",
                      persist_state="session")
@@ -442,6 +490,12 @@ def grid_spec(model, layer, split: str, subset: Subset | None) -> GridSpec | Non
     outline = c8.toggle("GT outline", key="grid_outline", persist_state="session")
     alpha = c9.slider("Heatmap alpha", 0.0, 1.0, step=0.05, key="grid_alpha", persist_state="session",
                       disabled=not show_image)
+
+    if fast:
+        try:
+            parse_components(comps_text, layer)
+        except ValueError:
+            comps_text = "0"  # the component shows the error; the exports keep a valid grid
     try:
         spec, notes = V.grid_spec_from_controls(model, layer, split, image_filter=filt, images=images_text,
                                                 seed=seed, components=comps_text, scale=scale, show_m2=show_m2,
@@ -462,21 +516,46 @@ def page_grid(model, layer, split: str, job_key: tuple, subset: Subset | None = 
     st.caption(f"{md(model.category)} / {md(model.backbone)}, weights {md(model.weights)}"
                + ("" if subset is None else f" | M2 column: the subset model {md(subset.label)}, "
                                            f"{md(subset.description)} (sidebar: Model: M2 over)"))
-    spec = grid_spec(model, layer, split, subset)
+    comp = fastgrid_component() if st.session_state.get("grid_fast", True) else None
+    spec = grid_spec(model, layer, split, subset, fast=comp is not None)
     if spec is None:
         return
-    try:
-        view = grid_view(job_key, json.dumps(spec.to_dict(), sort_keys=True))
-    except (ValueError, KeyError, OSError) as e:
-        st.error(f"Cannot draw this grid: {md_error(e)}")
-        return
-    # JPEG bytes at the width the page shows them: Streamlit passes them through untouched
-    st.image(view["jpeg"], width=view["width"], output_format="JPEG")
-    note = view["note"].rstrip()
-    if view["width"] < view["full_width"]:
-        note += ("" if note.endswith(".") else ".") + (f" Shown {view['width']} px wide (full size "
-                                                       f"{view['full_width']} px: download the PNG).")
-    st.caption(note)
+    if comp is not None:
+        # drawn in the browser: a change of components repaints there, then reaches Python
+        # (session state: exports and the scale table) through the component's value
+        base = json.dumps(spec.replace(components=(0,)).to_dict(), sort_keys=True)
+        try:
+            payload = fastgrid_payload(job_key, base)
+        except (ValueError, KeyError, OSError) as e:
+            st.error(f"Cannot draw this grid: {md_error(e)}")
+            return
+        # the component's value (the text typed in it), read before it is drawn so that the text
+        # it is given is the latest one (else a rerun would lay out the previous text again)
+        held = st.session_state.get("fastgrid")
+        spec = take_fastgrid_value(held, layer, spec)
+        # the tiles (MBs) only when the component does not hold them yet: it says which it holds
+        # (``have``); a rerun then sends a few bytes, not the tiles again
+        has = isinstance(held, dict) and held.get("have") == payload["key"]
+        value = comp(payload=None if has else payload, pkey=payload["key"],
+                     text=st.session_state.get("grid_components", "best:4"), key="fastgrid", default=None)
+        spec = take_fastgrid_value(value, layer, spec)
+        view = {"columns": [payload["labels"][c] for c in spec.components] + ([payload["m2"]["label"]] if spec.show_m2 else []),
+                "vmax": [payload["vmax"][c] for c in spec.components] + ([payload["m2"]["vmax"]] if spec.show_m2 else [])}
+        st.caption("Drawn in the browser (a change of components repaints at once); the Download PNG is the "
+                   "publication figure of the same grid.")
+    else:
+        try:
+            view = grid_view(job_key, json.dumps(spec.to_dict(), sort_keys=True))
+        except (ValueError, KeyError, OSError) as e:
+            st.error(f"Cannot draw this grid: {md_error(e)}")
+            return
+        # JPEG bytes at the width the page shows them: Streamlit passes them through untouched
+        st.image(view["jpeg"], width=view["width"], output_format="JPEG")
+        note = view["note"].rstrip()
+        if view["width"] < view["full_width"]:
+            note += ("" if note.endswith(".") else ".") + (f" Shown {view['width']} px wide (full size "
+                                                           f"{view['full_width']} px: download the PNG).")
+        st.caption(note)
     with st.expander("Colour scale of each column", expanded=False):
         st.dataframe({"column": view["columns"], "max (colour scale)": view["vmax"],
                       "scale": [c if c.startswith("M2") else spec.scale for c in view["columns"]]},
@@ -1024,7 +1103,8 @@ def main() -> None:
     cfg = config()
     # the grid's selection, shared by the Components, Grid and Inspect pages
     init_state(grid_images="random:4", grid_seed=0, grid_components="best:4", grid_scale=SCALES[0],
-               grid_m2=True, grid_show_image=True, grid_outline=True, grid_alpha=0.5)
+               grid_m2=True, grid_show_image=True, grid_outline=True, grid_alpha=0.5,
+               grid_fast=os.environ.get("MVGVIZ_FAST_GRID", "1") != "0")
     st.sidebar.title("mvgviz")
     page = st.sidebar.radio("Page", PAGES, key="page", bind="query-params")
     root, configured = choose_root(cfg)

@@ -23,10 +23,13 @@ TIMEOUT = 60
 OTHER = "other folder ..."
 
 
-def _new(monkeypatch, data, cache, *, autofit=True) -> AppTest:
+def _new(monkeypatch, data, cache, *, autofit=True, fast_grid=False) -> AppTest:
     monkeypatch.setenv("MVGVIZ_DATA", os.pathsep.join(map(str, data)) if isinstance(data, (list, tuple)) else str(data))
     monkeypatch.setenv("MVGVIZ_CACHE", str(cache))
     monkeypatch.setenv("MVGVIZ_AUTOFIT", "1" if autofit else "0")
+    # the Grid drawn by the server (st.image, the Components box a page control): AppTest runs no
+    # browser, so the fastgrid component (the default) is tested in tests/test_browser.py
+    monkeypatch.setenv("MVGVIZ_FAST_GRID", "0" if not fast_grid else "1")
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
 
 
@@ -119,6 +122,39 @@ def test_components_selection_feeds_the_grid(app, demo_model):
     assert at.text_input(key="grid_components").value == "5,2"
     cols = list(_table(at, "max (colour scale)")["column"])
     assert cols[0].startswith("c 5 ") and cols[1].startswith("c 2 ") and cols[-1] == "M2"
+
+
+def test_grid_fast_component_and_fallback(monkeypatch, demo_model, demo_root, demo_cache):
+    """The Grid drawn in the browser (MVGVIZ_FAST_GRID=1, the default): the page holds the fastgrid
+    component instead of the server picture and the Components box; the scale table and the exports
+    follow the session state's components (set by the Components page). The toggle off: the server
+    picture and the box again."""
+    at = _new(monkeypatch, demo_root, demo_cache, fast_grid=True)
+    _ok(at.run())
+    lm = _layer(at, demo_model)
+    at.session_state["grid_components"] = "5,2"
+    at = _goto(at, "Grid")
+    assert not at.error, _errors(at)
+    assert len(at.image) == 0
+    assert not [t for t in at.text_input if t.key == "grid_components"]
+    assert at.toggle(key="grid_fast").value is True
+    cols = list(_table(at, "max (colour scale)")["column"])
+    assert cols[0].startswith("c 5 ") and cols[1].startswith("c 2 ") and cols[-1] == "M2"
+    per = _table(at, "max (colour scale)")
+    assert per["max (colour scale)"][0] == pytest.approx(lm.stats("test").per_component_p99[5])
+    assert any("Drawn in the browser" in c.value for c in at.caption)
+    # the tiles come from mvgviz.render: every component of the layer, one per shown image
+    from mvgviz.render import GridSpec
+    from mvgviz.viewer.fastgrid import grid_payload
+    pay = grid_payload(demo_model, GridSpec(layer=lm.name, images=(0, 3), components=(0,)))
+    assert len(pay["tiles"]) == lm.channels and all(len(t) == 2 for t in pay["tiles"])
+    assert pay["tiles"][0][0].startswith("data:image/jpeg;base64,") and len(pay["m2"]["tiles"]) == 2
+    assert pay["ranking"] == [int(i) for i in lm.ranking()]
+    # fallback: the server picture and the page's Components box
+    at.toggle(key="grid_fast").set_value(False)
+    _ok(at.run())
+    assert len(at.image) == 1
+    assert at.text_input(key="grid_components").value == "5,2"
 
 
 def test_grid_scale_switch_changes_the_maxima(app, demo_model):

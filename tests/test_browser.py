@@ -27,14 +27,26 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(demo_model, demo_root, demo_cache, tmp_path_factory):
-    """`streamlit run app.py` on the demo fixtures, one per module; always terminated."""
+    """`streamlit run app.py` on the demo fixtures, one per module; always terminated. The Grid
+    is drawn by the server (``MVGVIZ_FAST_GRID=0``: ``st.image``, the Components box a page
+    control); :func:`fast_server` draws it in the browser."""
+    yield from _serve(demo_root, demo_cache, tmp_path_factory, fast=False)
+
+
+@pytest.fixture(scope="module")
+def fast_server(demo_model, demo_root, demo_cache, tmp_path_factory):
+    """As :func:`server`, the Grid drawn in the browser (the fastgrid component, the default)."""
+    yield from _serve(demo_root, demo_cache, tmp_path_factory, fast=True)
+
+
+def _serve(demo_root, demo_cache, tmp_path_factory, *, fast: bool):
     tmp_path = tmp_path_factory.mktemp("server")
     if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (CI installs it; set MVGVIZ_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
     port = _free_port()
     env = dict(os.environ, MVGVIZ_DATA=str(demo_root), MVGVIZ_CACHE=str(demo_cache), MVGVIZ_AUTOFIT="0",
-               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), MVGVIZ_FAST_GRID="1" if fast else "0")
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -436,4 +448,149 @@ def test_model_control_subset_pages(server, browser):
     page.mouse.wheel(0, 250)
     page.wait_for_timeout(800)
     _shot(page, "diagnostics_variant_curves")
+    assert not page.locator("[data-testid=stException]").count()
+
+
+# ---------------------------------------------------------------------------------------
+# The Grid drawn in the browser (issue 10, item 11: the fastgrid component)
+# ---------------------------------------------------------------------------------------
+
+FASTGRID = "iframe[title*=fastgrid]"
+
+
+def _fast_grid(page):
+    """The fastgrid component's frame, once its grid is laid out."""
+    frame = page.frame_locator(FASTGRID)
+    frame.locator("#grid img.tile").first.wait_for(timeout=60_000)
+    return frame
+
+
+def test_fastgrid_components_repaint_client_side(fast_server, browser, tmp_path):
+    """Typing components into the component's box repaints the grid in the browser (no server-drawn
+    picture, no new request for it), then the typed text reaches Python: the scale table and the
+    manifest export hold those components."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(f"{fast_server}/?page=Grid", timeout=60_000)
+    page.get_by_role("heading", name="Grid:").wait_for(timeout=60_000)
+    frame = _fast_grid(page)
+    grid = frame.locator("#grid")
+    n_rows = frame.locator("#grid .rowlab").count()
+    assert n_rows >= 1
+    assert not page.locator("[data-testid=stMain] [data-testid=stImage] img").count()  # no server picture
+    _wait_settled(page)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    gen = grid.get_attribute("data-gen")
+    box = frame.locator("#box")
+    box.fill("7, 2-3")
+    box.press("Enter")
+    # laid out synchronously from the tiles it holds: the new grid is there before any server answer
+    assert grid.get_attribute("data-gen") != gen
+    assert grid.get_attribute("data-components") == "7,2,3"
+    assert frame.locator("#grid img.tile").count() == n_rows * (3 + 1)     # 3 components + M2
+    assert frame.locator("#grid .hdr").first.inner_text().startswith("c 7") or \
+        frame.locator("#grid .hdr").first.inner_text() == "7"
+    assert grid.evaluate("g => [...g.querySelectorAll('img.tile')].every(i => i.complete && i.naturalWidth > 0)")
+    assert not [u for u in requests if "/media/" in u], requests                # no picture fetched
+    # an error is shown inline and keeps the grid
+    box.fill("3-1")
+    box.press("Enter")
+    assert "empty (start > end)" in frame.locator("#err").inner_text()
+    assert grid.get_attribute("data-components") == "7,2,3"
+    box.fill("7, 2-3")  # back to the good text (unchanged for Python)
+    box.press("Enter")
+    assert not frame.locator("#err").is_visible()
+    # Python got the typed components: the scale table and the export follow them
+    _wait_settled(page)
+    _open_expander_until(page, "Colour scale of each column", "c 7 (AUROC")
+    with page.expect_download(timeout=60_000) as dl:
+        page.get_by_role("button", name="Download manifest (JSON)").click()
+    path = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(path)
+    import json
+    assert json.loads(path.read_text())["spec"]["components"] == [7, 2, 3]
+    # two changes in a row: the reruns they start never lay out an older text again
+    for text in ("1", "4"):
+        box.fill(text)
+        box.press("Enter")
+        _wait_settled(page)
+    page.wait_for_timeout(500)
+    assert grid.get_attribute("data-components") == "4" and box.input_value() == "4"
+    assert not page.locator("[data-testid=stException]").count()
+    _shot(page, "fastgrid_7_2_3")
+
+
+GRAMMAR_INPUTS = ["best:4", "worst:2", "BEST:3", " best: 5 ", "best:0", "best:999", "best:x", "best:1_0",
+                  "worst:+3", "best:-1", "12,40", "3-7", " 3 - 5 , 1,3", "5-3", "0", "+2", "-1", "11",
+                  "10,11", "0-11", "0-9999999", "", "  ", ",", "1,,2", "a", "1,a", "1-", "-", "1-2-3",
+                  "1.5", "all", "3 4", "0x3", "2,2,2", "9-11", "best", "best:"]
+
+
+def _py_parse(text, layer):
+    from mvgviz.selection import parse_components
+    try:
+        return list(parse_components(text, layer)), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def test_fastgrid_grammar_matches_selection_py(browser):
+    """The component's parser (fastgrid_frontend/selection.js) against mvgviz.selection.parse_components
+    on a table of inputs: the same indices, or an error with the same message (less the parameter
+    name, which the component writes as "Components:")."""
+    from types import SimpleNamespace
+
+    from mvgviz.viewer.fastgrid import FRONTEND
+    rng = np.random.default_rng(0)
+    order = rng.permutation(12)
+    layers = [SimpleNamespace(name="_blocks[4]", channels=12, has_ranking=True, metrics_note="",
+                              ranking=lambda: order),
+              SimpleNamespace(name="layer2", channels=12, has_ranking=False, metrics_note="no masks",
+                              ranking=lambda: None)]
+    page = browser.new_page()
+    page.add_script_tag(content=(FRONTEND / "selection.js").read_text())
+    for layer in layers:
+        js_layer = {"name": layer.name, "channels": layer.channels, "metrics_note": layer.metrics_note,
+                    "ranking": [int(i) for i in order] if layer.has_ranking else None}
+        got = page.evaluate(
+            "([texts, layer]) => texts.map(t => { try { return [window.mvgvizParseComponents(t, layer), null]; }"
+            " catch (e) { return [null, e.message]; } })", [GRAMMAR_INPUTS, js_layer])
+        for text, (js_sel, js_err) in zip(GRAMMAR_INPUTS, got):
+            py_sel, py_err = _py_parse(text, layer)
+            assert js_sel == py_sel, (layer.name, text, js_sel, py_sel, js_err, py_err)
+            if py_err is not None:
+                assert js_err is not None, (layer.name, text)
+                py_msg = py_err.removeprefix("`components`").lstrip(": ").replace("\"", "'")
+                assert js_err == py_msg, (layer.name, text, js_err, py_err)
+
+
+def test_fastgrid_other_controls_and_page_return(fast_server, browser):
+    """A control outside the component (the colour scale) sends new tiles: cross-component shows one
+    colour bar under all component columns (and the M2 one); leaving the page and coming back draws
+    the grid again with the typed components (the component asks for tiles it does not hold)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{fast_server}/?page=Grid", timeout=60_000)
+    page.get_by_role("heading", name="Grid:").wait_for(timeout=60_000)
+    frame = _fast_grid(page)
+    _wait_settled(page)
+    box = frame.locator("#box")
+    box.fill("0-2")
+    box.press("Enter")
+    _wait_settled(page)
+    assert frame.locator("#grid .cbar").count() == 3 + 1
+    page.get_by_text("cross-component", exact=True).click()
+    frame.locator("#grid .cbar").nth(1).wait_for(timeout=30_000)
+    page.wait_for_function(
+        "() => { const f = document.querySelector('iframe[title*=fastgrid]');"
+        " return f && f.contentDocument.querySelectorAll('#grid .cbar').length === 2; }", timeout=30_000)
+    assert "all y2" in frame.locator("#grid .cbar").first.get_attribute("title")
+    _wait_settled(page)
+    page.locator("[data-testid=stSidebar]").get_by_text("Overview", exact=True).click()
+    page.get_by_text("Overview:", exact=False).first.wait_for(timeout=60_000)
+    _wait_settled(page)
+    page.locator("[data-testid=stSidebar]").get_by_text("Grid", exact=True).click()
+    page.get_by_role("heading", name="Grid:").wait_for(timeout=30_000)
+    frame = _fast_grid(page)
+    assert frame.locator("#grid").get_attribute("data-components") == "0,1,2"
+    assert frame.locator("#box").input_value() == "0-2"
     assert not page.locator("[data-testid=stException]").count()
