@@ -469,7 +469,10 @@ def test_fastgrid_components_repaint_client_side(fast_server, browser, tmp_path)
     """Typing components into the component's box repaints the grid in the browser (no server-drawn
     picture, no new request for it), then the typed text reaches Python: the scale table and the
     manifest export hold those components."""
+    from urllib.parse import urlparse
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))  # the component's frame included: all local
     page.goto(f"{fast_server}/?page=Grid", timeout=60_000)
     page.get_by_role("heading", name="Grid:").wait_for(timeout=60_000)
     frame = _fast_grid(page)
@@ -516,6 +519,9 @@ def test_fastgrid_components_repaint_client_side(fast_server, browser, tmp_path)
         _wait_settled(page)
     page.wait_for_timeout(500)
     assert grid.get_attribute("data-components") == "4" and box.input_value() == "4"
+    outside = sorted({u for u in urls if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                      and urlparse(u).hostname not in ("127.0.0.1", "localhost")})
+    assert not outside, outside
     assert not page.locator("[data-testid=stException]").count()
     _shot(page, "fastgrid_7_2_3")
 
